@@ -1,0 +1,109 @@
+"""The Runner contract every runtime implements the same way (after Polygraphy's BaseRunner).
+
+    runner = RunnerClass()
+    runner.load(path, options)        # options: RunnerOptions (threads, runtime_options, manifest)
+    runner.input_specs() / output_specs() -> list[TensorSpec]
+    runner.infer({name: array}) -> {name: array}
+    runner.describe() -> dict         # runtime, version, delegate/engine, threads, ...
+    runner.close()
+
+Inputs and outputs are the artifact's own tensors: an int8-I/O model takes int8 arrays. Callers that
+hold float data quantize it with `quantize_input` using the spec's scale/zero-point.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+
+class RunnerError(Exception):
+    """A runtime problem reported to the user as one line (code + message)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: list[int]
+    scale: float = 0.0
+    zero_point: int = 0
+
+
+@dataclass
+class RunnerOptions:
+    threads: int = 0                                       # 0 = runtime default
+    runtime_options: dict[str, str] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)  # the host's manifest (precision, quant params)
+    cache_dir: Optional[str] = None                         # for engines / timing caches
+
+
+class Runner(ABC):
+    name: str = ""
+
+    @abstractmethod
+    def load(self, path: str, options: RunnerOptions) -> None: ...
+
+    @abstractmethod
+    def input_specs(self) -> list[TensorSpec]: ...
+
+    @abstractmethod
+    def output_specs(self) -> list[TensorSpec]: ...
+
+    @abstractmethod
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional for runtimes with nothing to free
+        pass
+
+
+def quantize_input(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Float data -> the integer dtype a quantized input expects, with its scale/zero-point."""
+    dt = np.dtype(spec.dtype)
+    if dt.kind == "f" or spec.scale == 0:
+        return x.astype(dt, copy=False)
+    info = np.iinfo(dt)
+    q = np.round(x / spec.scale + spec.zero_point)
+    return np.clip(q, info.min, info.max).astype(dt)
+
+
+def dequantize_output(y: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    if np.dtype(spec.dtype).kind == "f" or spec.scale == 0:
+        return y.astype(np.float32, copy=False)
+    return (y.astype(np.float32) - spec.zero_point) * spec.scale
+
+
+def random_inputs(specs: list[TensorSpec], count: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """Deterministic random feeds per dtype/shape (dynamic dims become 1)."""
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(max(1, count)):
+        feed = {}
+        for s in specs:
+            shape = [d if d and d > 0 else 1 for d in s.shape]
+            dt = np.dtype(s.dtype)
+            if dt.kind == "f":
+                feed[s.name] = rng.standard_normal(shape).astype(dt)
+            elif dt.kind in "iu":
+                info = np.iinfo(dt)
+                lo, hi = max(info.min, -128), min(info.max, 127)
+                if dt == np.int64 or dt == np.int32:
+                    lo, hi = 0, 16  # indices/ids: keep them small and valid
+                feed[s.name] = rng.integers(lo, hi + 1, size=shape, dtype=dt)
+            elif dt == np.bool_:
+                feed[s.name] = rng.integers(0, 2, size=shape).astype(np.bool_)
+            else:
+                raise RunnerError("bad-input", f"cannot make random input of dtype {s.dtype}")
+        feeds.append(feed)
+    return feeds

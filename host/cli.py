@@ -1,0 +1,75 @@
+"""`host`: the command line. Each sub-command lives in host/commands/<name>.py and provides
+`register(subparsers)`; modules are imported only when needed so `host --help` stays quick.
+
+Every command takes --json for scripts; user errors print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Optional
+
+from host import __version__
+from host.errors import UserError
+
+# name -> one-line help; the module host.commands.<name> registers the full parser
+COMMANDS = {
+    "quantize": "convert one model for every platform and method, with manifests and host-side checks",
+    "deploy": "push artifacts to targets, benchmark them on the device, store the results",
+    "eval": "measure accuracy on the device: stream data through Infer, score on the host",
+    "report": "cross-device comparison of stored results (table, csv, json, html)",
+    "targets": "list, show, add and check targets (targets/*.toml)",
+    "agent": "start, stop, inspect the agent on a target",
+    "zoo": "reference models: list, train, export",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, like every other user error
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    p = _Parser(prog="host", description=__doc__.split("\n\n")[0].replace("`host`: ", "host: "))
+    p.add_argument("--version", action="version", version=f"host {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, help_ in COMMANDS.items():
+        if only and name != only:
+            sub.add_parser(name, help=help_)
+            continue
+        try:
+            mod = importlib.import_module(f"host.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"host.commands.{name}":
+                raise
+            sub.add_parser(name, help=help_ + " (not available in this build)")
+            continue
+        mod.register(sub, help_)
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(first if first in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        if getattr(args, "json", False):
+            print(json.dumps({"error": str(e)}))
+        print(f"host {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""The Converter contract: quantize(source, platform, method, calibration) -> Artifact.
+
+One module per platform implements `Converter`; `host.quantize.registry` maps platform names to
+them (imported lazily, so a missing heavy library only matters for the platform that needs it).
+Calibration data and methods are shared (host.quantize.calibration), never re-written per platform.
+"""
+
+from __future__ import annotations
+
+from host.errors import UserError
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from host.artifacts import Artifact
+
+METHODS = ("fp32", "dynamic", "fp16", "static", "qat")
+CALIB_METHODS = ("minmax", "percentile", "entropy")
+
+
+class QuantizeError(UserError):
+    """A user-facing conversion problem: impossible source/platform pair, bad data, failed export.
+    The message is one line that says what to do."""
+
+
+@dataclass
+class QuantizeRequest:
+    source: Any                          # host.models.ModelSource
+    method: str                          # one of METHODS
+    out_dir: Path
+    calib: Any = None                    # host.data.datasets.Dataset or None
+    calib_method: str = "minmax"
+    calib_samples: int = 256
+    per_channel: bool = True
+    input_shape: Optional[tuple[int, ...]] = None
+    float_io: bool = False               # TFLite static: keep float I/O instead of int8
+    target_arch: str = "x86_64"          # picks the PyTorch engine: qnnpack on arm, x86 otherwise
+    train: Any = None                    # QAT: labelled dataset for the built-in loop
+    train_fn: Optional[str] = None       # QAT: "package.module:train" user function
+    epochs: int = 1
+    check: Any = None                    # held-out dataset for the host-side check
+    progress: Any = None                 # callable(str) for progress lines
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Converter(ABC):
+    platform: str = ""
+    format: str = ""
+    methods: tuple[str, ...] = ()
+
+    def unsupported_reason(self, source: Any, method: str) -> Optional[str]:
+        """None when (source, method) can be converted, else one line saying why not."""
+        if method not in self.methods:
+            return f"{self.platform} has no method {method!r} (has: {', '.join(self.methods)})"
+        return None
+
+    @abstractmethod
+    def quantize(self, req: QuantizeRequest) -> Artifact:
+        """Convert, write artifact + manifest into req.out_dir, run the host-side check."""

@@ -1,0 +1,114 @@
+"""Targets: the devices a user deploys to, defined in TOML files users edit (targets/*.toml).
+
+Search path: $EDGEBENCH_TARGETS (colon-separated dirs), ./targets, the user's config dir. A built-in
+`local` target always exists (an agent process on this machine, on loopback).
+"""
+
+from __future__ import annotations
+
+from host.errors import UserError
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+KINDS = ("local", "raspberry-pi", "android", "jetson", "linux")
+TRANSPORTS = ("local", "ssh", "adb")
+
+
+class TargetError(UserError):
+    """Unknown target, invalid TOML, missing field: one line."""
+
+
+@dataclass
+class Target:
+    name: str
+    kind: str = "local"
+    transport: str = "local"
+    description: str = ""
+    # ssh
+    host: str = ""
+    port: int = 22
+    user: str = ""
+    key: str = ""                       # private key file; empty = ssh-agent / default keys
+    password: str = ""
+    # adb
+    serial: str = ""
+    adb_connect: str = ""               # host:port for TCP devices (adb connect), empty for USB
+    # device side
+    workdir: str = "~/.edgebench"       # where the agent, its venv and its store live on the device
+    python: str = "python3"             # device-side interpreter (Termux: /data/data/com.termux/files/usr/bin/python)
+    runtime_extra: str = "tflite"       # pip extra installed on the device
+    system_site_packages: bool = False  # Jetson: True so JetPack's TensorRT is visible in the venv
+    wheels_dir: str = ""                # offline devices: host dir of wheels for the device's platform
+    agent_port: int = 50051             # agent's port on the device (bound to the device's loopback)
+    store_dir: str = ""                 # agent store; default <workdir>/store
+    # run defaults
+    threads: int = 0
+    cpu_affinity: str = ""              # e.g. "2,3" (taskset list) for big cores
+    prefer_runtimes: list[str] = field(default_factory=list)  # e.g. ["tensorrt"] on a Jetson
+    source: str = ""                    # file it came from
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("password", None)
+        return d
+
+
+LOCAL = Target(name="local", kind="local", transport="local",
+               description="an agent process on this machine (loopback)", source="<built-in>")
+
+
+def search_dirs() -> list[Path]:
+    dirs = []
+    env = os.environ.get("EDGEBENCH_TARGETS")
+    if env:
+        dirs += [Path(p) for p in env.split(os.pathsep) if p]
+    dirs.append(Path.cwd() / "targets")
+    dirs.append(Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "edgebench" / "targets")
+    return dirs
+
+
+def parse_target(path: Path) -> Target:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise TargetError(f"cannot read target file {path}: {e}") from e
+    data.setdefault("name", path.stem)
+    known = set(Target.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise TargetError(f"{path}: unknown field(s) {', '.join(unknown)}")
+    t = Target(**data)
+    t.source = str(path)
+    validate(t)
+    return t
+
+
+def validate(t: Target) -> None:
+    if t.kind not in KINDS:
+        raise TargetError(f"target {t.name}: kind must be one of {', '.join(KINDS)}, not {t.kind!r}")
+    if t.transport not in TRANSPORTS:
+        raise TargetError(f"target {t.name}: transport must be one of {', '.join(TRANSPORTS)}")
+    if t.transport == "ssh" and not t.host:
+        raise TargetError(f"target {t.name}: ssh transport needs host = \"...\"")
+
+
+def load_targets(dirs: Optional[list[Path]] = None) -> dict[str, Target]:
+    found: dict[str, Target] = {"local": LOCAL}
+    for d in dirs if dirs is not None else search_dirs():
+        if not d.is_dir():
+            continue
+        for f in sorted(d.glob("*.toml")):
+            t = parse_target(f)
+            found.setdefault(t.name, t)   # earlier dirs win
+    return found
+
+
+def get_target(name: str, dirs: Optional[list[Path]] = None) -> Target:
+    targets = load_targets(dirs)
+    if name not in targets:
+        raise TargetError(f"unknown target {name!r} (known: {', '.join(sorted(targets))}); see `host targets list`")
+    return targets[name]
