@@ -1,0 +1,316 @@
+"""Device-state probes: what a latency number needs beside it to be trusted (stdlib only).
+
+`snapshot()` is taken before and after every benchmark (fast: /proc and /sys reads, external commands only
+where their tool exists, each with a short timeout); `compare(before, after)` turns the pair into flags;
+`device_facts()` is the static part for GetInfo. Every probe is silent where its source is absent, so a
+key missing from a snapshot means "this device does not expose it", never an error.
+
+All paths go through `root` so the probes can be pointed at a captured /sys tree (tests, post-mortems).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any, Optional
+
+CMD_TIMEOUT_S = 0.5          # a probe command that takes longer is skipped, not waited for
+FREQ_CHANGE = 0.10           # relative change of a core's current frequency that flags freq-changed
+TEMP_RISE_C = 5.0
+HOT_C = 80.0
+BUSY_LOAD_PER_CORE = 0.5     # 1-minute load average per core (beyond our own worker) that flags busy
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _int(text: Optional[str]) -> Optional[int]:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _run(args: list[str], timeout: float = CMD_TIMEOUT_S) -> Optional[str]:
+    if shutil.which(args[0]) is None:
+        return None
+    try:
+        r = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def _p(root: str, path: str) -> str:
+    return os.path.join(root, path.lstrip("/"))
+
+
+# -- CPU -------------------------------------------------------------------------------------------
+def cpu_model(root: str = "/") -> str:
+    text = _read(_p(root, "/proc/cpuinfo")) or ""
+    for key in ("model name", "Hardware", "Model", "cpu model", "Processor"):
+        for line in text.splitlines():
+            k, _, v = line.partition(":")
+            if k.strip() == key and v.strip():
+                return v.strip()
+    return platform.processor() or platform.machine()
+
+
+def cpufreq(root: str = "/") -> dict[str, dict[str, Any]]:
+    """Per core: governor, current / min / max frequency in kHz (cpufreq sysfs)."""
+    cores: dict[str, dict[str, Any]] = {}
+    for d in sorted(glob.glob(_p(root, "/sys/devices/system/cpu/cpu[0-9]*/cpufreq"))):
+        core = os.path.basename(os.path.dirname(d))
+        info: dict[str, Any] = {}
+        gov = _read(os.path.join(d, "scaling_governor"))
+        if gov:
+            info["governor"] = gov
+        for key, name in (("cur_khz", "scaling_cur_freq"), ("min_khz", "scaling_min_freq"),
+                          ("max_khz", "scaling_max_freq")):
+            v = _int(_read(os.path.join(d, name)))
+            if v is not None:
+                info[key] = v
+        if info:
+            cores[core] = info
+    return cores
+
+
+def thermal(root: str = "/") -> dict[str, float]:
+    """Thermal zone type -> degrees C (sysfs reports millidegrees)."""
+    temps: dict[str, float] = {}
+    for d in sorted(glob.glob(_p(root, "/sys/class/thermal/thermal_zone*"))):
+        milli = _int(_read(os.path.join(d, "temp")))
+        if milli is None:
+            continue
+        name = _read(os.path.join(d, "type")) or os.path.basename(d)
+        if name in temps:
+            name = f"{name}-{os.path.basename(d)}"
+        temps[name] = round(milli / 1000.0, 1)
+    return temps
+
+
+def meminfo(root: str = "/") -> dict[str, int]:
+    out = {}
+    for line in (_read(_p(root, "/proc/meminfo")) or "").splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("MemTotal", "MemAvailable"):
+            kb = _int(rest.strip().split()[0]) if rest.strip() else None
+            if kb is not None:
+                out["mem_total_mb" if key == "MemTotal" else "mem_available_mb"] = kb // 1024
+    return out
+
+
+def loadavg(root: str = "/") -> Optional[list[float]]:
+    text = _read(_p(root, "/proc/loadavg"))
+    try:
+        return [float(x) for x in text.split()[:3]] if text else None
+    except ValueError:
+        return None
+
+
+def process_rss_mb() -> dict[str, float]:
+    """This process's current and peak RSS (peak from getrusage: kB on Linux)."""
+    out = {}
+    status = _read("/proc/self/status") or ""
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            out["rss_mb"] = round(int(line.split()[1]) / 1024.0, 1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out["peak_rss_mb"] = round(peak / (1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0), 1)
+    return out
+
+
+# -- boards ----------------------------------------------------------------------------------------
+def raspberry_pi() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    throttled = _run(["vcgencmd", "get_throttled"])  # "throttled=0x50005"
+    if throttled and "=" in throttled:
+        try:
+            bits = int(throttled.split("=", 1)[1], 16)
+            out["throttled_bits"] = hex(bits)
+            out["undervoltage_now"] = bool(bits & 0x1)
+            out["freq_capped_now"] = bool(bits & 0x2)
+            out["throttled_now"] = bool(bits & 0x4)
+            out["throttled_since_boot"] = bool(bits & 0x40000)
+        except ValueError:
+            pass
+    temp = _run(["vcgencmd", "measure_temp"])  # "temp=48.3'C"
+    if temp and "=" in temp:
+        try:
+            out["soc_temp_c"] = float(temp.split("=", 1)[1].split("'")[0])
+        except ValueError:
+            pass
+    return out
+
+
+def jetson(root: str = "/") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    mode = _run(["nvpmodel", "-q"])
+    if mode:
+        for line in mode.splitlines():
+            if "Power Mode" in line:
+                out["power_mode"] = line.split(":", 1)[1].strip()
+            elif line.strip().isdigit():
+                out["power_mode_id"] = int(line.strip())
+    gpu = glob.glob(_p(root, "/sys/devices/gpu.0/devfreq/*/cur_freq")) or glob.glob(
+        _p(root, "/sys/class/devfreq/*gpu*/cur_freq"))
+    if gpu:
+        hz = _int(_read(gpu[0]))
+        if hz is not None:
+            out["gpu_cur_mhz"] = hz // 1_000_000
+    emc = _int(_read(_p(root, "/sys/kernel/debug/bpmp/debug/clk/emc/rate")))
+    if emc is not None:
+        out["emc_mhz"] = emc // 1_000_000
+    if mode is not None and shutil.which("tegrastats"):
+        line = _tegrastats_line()
+        if line:
+            out["tegrastats"] = line
+    return out
+
+
+def _tegrastats_line() -> Optional[str]:
+    # tegrastats streams forever: read one line and stop it, within the probe timeout
+    try:
+        p = subprocess.Popen(["tegrastats", "--interval", "100"], stdout=subprocess.PIPE, text=True)
+    except OSError:
+        return None
+    try:
+        import selectors
+        sel = selectors.DefaultSelector()
+        sel.register(p.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
+        return p.stdout.readline().strip() if sel.select(CMD_TIMEOUT_S) else None  # type: ignore[union-attr]
+    finally:
+        p.kill()
+        p.wait()
+
+
+ANDROID_PROPS = ("ro.product.model", "ro.product.manufacturer", "ro.board.platform", "ro.hardware",
+                 "ro.build.version.release", "ro.build.version.sdk", "ro.product.cpu.abi", "ro.soc.model")
+
+
+def android() -> dict[str, Any]:
+    if shutil.which("getprop") is None:
+        return {}
+    out: dict[str, Any] = {}
+    for prop in ANDROID_PROPS:
+        v = _run(["getprop", prop], timeout=0.2)
+        if v:
+            out[prop] = v
+    return out
+
+
+def android_thermal() -> dict[str, Any]:
+    text = _run(["dumpsys", "thermalservice"], timeout=1.0)
+    if not text:
+        return {}
+    for line in text.splitlines():
+        if "Thermal Status:" in line:  # 0 none, 1 light, 2 moderate, 3 severe, 4 critical, ...
+            status = _int(line.split(":", 1)[1].strip())
+            if status is not None:
+                return {"thermal_status": status}
+    return {}
+
+
+# -- public API ------------------------------------------------------------------------------------
+def snapshot(root: str = "/") -> dict[str, Any]:
+    """The device state now. Keys are present only where the device exposes them."""
+    t0 = time.perf_counter()
+    snap: dict[str, Any] = {"time": time.time(), "cpu_model": cpu_model(root), "cores": os.cpu_count() or 0,
+                            "python": platform.python_version()}
+    freq = cpufreq(root)
+    if freq:
+        snap["cpufreq"] = freq
+        govs = sorted({c["governor"] for c in freq.values() if "governor" in c})
+        if govs:
+            snap["governor"] = govs[0] if len(govs) == 1 else ",".join(govs)
+    temps = thermal(root)
+    if temps:
+        snap["temps_c"] = temps
+    la = loadavg(root)
+    if la is not None:
+        snap["loadavg"] = la
+    snap.update(meminfo(root))
+    snap.update(process_rss_mb())
+    for key, probe in (("rpi", raspberry_pi), ("jetson", lambda: jetson(root)), ("android", android_thermal)):
+        got = probe()
+        if got:
+            snap[key] = got
+    snap["probe_ms"] = round((time.perf_counter() - t0) * 1000.0, 2)
+    return snap
+
+
+def _max_temp(s: dict[str, Any]) -> Optional[float]:
+    vals = list((s.get("temps_c") or {}).values())
+    if "soc_temp_c" in (s.get("rpi") or {}):
+        vals.append(s["rpi"]["soc_temp_c"])
+    return max(vals) if vals else None
+
+
+def compare(before: dict[str, Any], after: dict[str, Any], own_threads: int = 1) -> list[str]:
+    """Flags for a run whose device state moved: freq-changed, temp-rose, hot, throttled, busy."""
+    flags = []
+    fb, fa = before.get("cpufreq") or {}, after.get("cpufreq") or {}
+    for core in sorted(set(fb) & set(fa)):
+        a, b = fb[core].get("cur_khz"), fa[core].get("cur_khz")
+        if a and b and abs(b - a) / a > FREQ_CHANGE:
+            flags.append("freq-changed")
+            break
+    if before.get("governor") and after.get("governor") and before["governor"] != after["governor"]:
+        flags.append("governor-changed")
+    tb, ta = _max_temp(before), _max_temp(after)
+    if tb is not None and ta is not None and ta - tb > TEMP_RISE_C:
+        flags.append("temp-rose")
+    if (ta is not None and ta > HOT_C) or (tb is not None and tb > HOT_C):
+        flags.append("hot")
+    rpi_b, rpi_a = before.get("rpi") or {}, after.get("rpi") or {}
+    if any(s.get("throttled_now") or s.get("freq_capped_now") for s in (rpi_b, rpi_a)) \
+            or (after.get("android") or {}).get("thermal_status", 0) >= 2:
+        flags.append("throttled")
+    cores = before.get("cores") or after.get("cores") or 0
+    loads = []
+    if before.get("loadavg"):
+        loads.append(before["loadavg"][0])
+    if after.get("loadavg"):
+        loads.append(after["loadavg"][0] - own_threads)  # during the run our own worker adds its threads
+    if cores and loads and max(loads) > max(1.0, BUSY_LOAD_PER_CORE * cores):
+        flags.append("busy")
+    return flags
+
+
+def device_facts(root: str = "/") -> dict[str, Any]:
+    """Static facts for GetInfo: what the device is, not what state it is in."""
+    facts: dict[str, Any] = {
+        "cpu_model": cpu_model(root), "cores": os.cpu_count() or 0, "machine": platform.machine(),
+        "system": platform.system(), "release": platform.release(), "python": platform.python_version(),
+    }
+    facts.update({k: v for k, v in meminfo(root).items() if k == "mem_total_mb"})
+    model = _read(_p(root, "/proc/device-tree/model")) or _read(_p(root, "/sys/firmware/devicetree/base/model"))
+    if model:
+        facts["board"] = model.rstrip("\x00")
+    freq = cpufreq(root)
+    if freq:
+        facts["governors"] = sorted({c["governor"] for c in freq.values() if "governor" in c})
+        facts["max_khz"] = max((c.get("max_khz", 0) for c in freq.values()), default=0)
+    zones = sorted(thermal(root))
+    if zones:
+        facts["thermal_zones"] = zones
+    jet = jetson(root)
+    if "power_mode" in jet:
+        facts["jetson_power_mode"] = jet["power_mode"]
+    if _read(_p(root, "/etc/nv_tegra_release")):
+        facts["l4t"] = (_read(_p(root, "/etc/nv_tegra_release")) or "").splitlines()[0]
+    props = android()
+    if props:
+        facts["android"] = props
+    return facts

@@ -1,0 +1,252 @@
+"""Content-addressed artifact store on the device.
+
+Layout under the store root:
+    objects/<sha256>/data      the published artifact (verified), read-only to runtimes
+    objects/<sha256>/meta.json file name, format, size, host manifest, created / last used
+    partial/<sha256>.part      bytes of an upload in progress; its size is the resume offset
+    partial/<sha256>.json      the upload's header
+Publishing verifies the sha256 and sniffs the format, then renames a fully written directory into
+place, so a reader never sees half an artifact and a crash never leaves a corrupt object. Partial
+uploads survive agent restarts, which is what makes a cut upload resumable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+FORMATS = ("tflite", "ptl", "torchscript", "pte", "onnx")
+
+
+class StoreError(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Header:
+    sha256: str
+    size: int
+    file_name: str
+    format: str
+    offset: int = 0
+    manifest_json: str = ""
+
+
+def sniff_format(path: Path, fmt: str) -> Optional[str]:
+    """Why the file is not a `fmt` model (None when it looks like one). Cheap magic-byte checks only."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if fmt == "tflite":
+        return None if head[4:8] == b"TFL3" else "not a TFLite flatbuffer (no TFL3 identifier)"
+    if fmt in ("ptl", "torchscript"):
+        return None if head[:2] == b"PK" else "not a TorchScript/lite-interpreter zip archive"
+    if fmt == "pte":
+        return None if head[4:6] == b"ET" else "not an ExecuTorch program (no ET identifier)"
+    if fmt == "onnx":
+        # a serialized ModelProto starts with field 1 (ir_version, varint): tag byte 0x08
+        return None if head[:1] == b"\x08" else "not an ONNX model (no ir_version field)"
+    return f"unknown format {fmt!r} (known: {', '.join(FORMATS)})"
+
+
+class ArtifactStore:
+    def __init__(self, root: str | Path, quota_bytes: int = 0):
+        self.root = Path(root).expanduser()
+        self.objects = self.root / "objects"
+        self.partial = self.root / "partial"
+        self.objects.mkdir(parents=True, exist_ok=True)
+        self.partial.mkdir(parents=True, exist_ok=True)
+        self.quota_bytes = quota_bytes
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._clean_stale_tmp()
+
+    # ---- queries -------------------------------------------------------------------------------
+    def _lock(self, sha: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(sha, threading.Lock())
+
+    @staticmethod
+    def check_sha(sha: str) -> str:
+        sha = (sha or "").lower()
+        if not _SHA.match(sha):
+            raise StoreError("bad-input", f"not a sha256 hex digest: {sha[:80]!r}")
+        return sha
+
+    def path(self, sha: str) -> Path:
+        p = self.objects / self.check_sha(sha) / "data"
+        if not p.is_file():
+            raise StoreError("not-found", f"artifact {sha[:12]} is not on this device; push it first")
+        return p
+
+    def meta(self, sha: str) -> dict[str, Any]:
+        mp = self.objects / self.check_sha(sha) / "meta.json"
+        if not mp.is_file():
+            raise StoreError("not-found", f"artifact {sha[:12]} is not on this device; push it first")
+        return json.loads(mp.read_text())
+
+    def exists(self, sha: str) -> bool:
+        return (self.objects / self.check_sha(sha) / "meta.json").is_file()
+
+    def stat(self, sha: str) -> dict[str, Any]:
+        sha = self.check_sha(sha)
+        if self.exists(sha):
+            m = self.meta(sha)
+            return {"exists": True, "size": m["size"], "bytes_held": m["size"], "format": m["format"],
+                    "file_name": m["file_name"], "manifest_json": m.get("manifest_json", ""), "sha256": sha}
+        part = self.partial / f"{sha}.part"
+        held = part.stat().st_size if part.exists() else 0
+        hdr = self._read_header(sha)
+        return {"exists": False, "size": hdr.size if hdr else 0, "bytes_held": held,
+                "format": hdr.format if hdr else "", "file_name": hdr.file_name if hdr else "",
+                "manifest_json": "", "sha256": sha}
+
+    def list(self) -> list[dict[str, Any]]:
+        out = []
+        for d in sorted(self.objects.iterdir()):
+            if _SHA.match(d.name) and (d / "meta.json").is_file():
+                out.append(self.stat(d.name))
+        return out
+
+    def total_bytes(self) -> int:
+        return sum(a["size"] for a in self.list())
+
+    def touch(self, sha: str) -> None:
+        """Record use, for least-recently-used eviction."""
+        mp = self.objects / self.check_sha(sha) / "meta.json"
+        try:
+            m = json.loads(mp.read_text())
+            m["last_used"] = time.time()
+            self._write_json(mp, m)
+        except (OSError, ValueError):
+            pass
+
+    # ---- writes --------------------------------------------------------------------------------
+    def receive(self, header: Header, chunks: Iterable[bytes]) -> dict[str, Any]:
+        """Append chunks to the partial upload from header.offset; publish when complete.
+
+        Returns {sha256, size, bytes_received, already_present, format}. Raises StoreError on a bad
+        header, an offset the store cannot continue from, a size overrun or a sha256 mismatch (the
+        partial file is discarded in that last case; published objects are never touched).
+        """
+        sha = self.check_sha(header.sha256)
+        if header.format not in FORMATS:
+            raise StoreError("bad-input", f"unknown artifact format {header.format!r} (known: {', '.join(FORMATS)})")
+        if header.size <= 0:
+            raise StoreError("bad-input", "artifact size must be positive")
+        with self._lock(sha):
+            if self.exists(sha):
+                for _ in chunks:  # drain the stream; nothing to write
+                    pass
+                return {"sha256": sha, "size": header.size, "bytes_received": 0, "already_present": True,
+                        "format": header.format}
+            self._ensure_space(header.size)
+            part = self.partial / f"{sha}.part"
+            held = part.stat().st_size if part.exists() else 0
+            if header.offset > held:
+                raise StoreError("bad-offset", f"upload offset {header.offset} is past the {held} bytes held; "
+                                               "ask StatArtifact for the resume offset")
+            self._write_json(self.partial / f"{sha}.json", header.__dict__)
+            received = 0
+            with open(part, "r+b" if part.exists() else "wb") as f:
+                f.truncate(header.offset)
+                f.seek(header.offset)
+                for chunk in chunks:
+                    if header.offset + received + len(chunk) > header.size:
+                        raise StoreError("bad-input", f"upload exceeds the declared size of {header.size} bytes")
+                    f.write(chunk)
+                    received += len(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            total = header.offset + received
+            if total < header.size:
+                # The stream ended early (client cut): keep the bytes for a resume.
+                raise StoreError("incomplete", f"upload incomplete: {total} of {header.size} bytes held; resume from {total}")
+            self._publish(header, part)
+            return {"sha256": sha, "size": header.size, "bytes_received": received, "already_present": False,
+                    "format": header.format}
+
+    def _publish(self, header: Header, part: Path) -> None:
+        h = hashlib.sha256()
+        with open(part, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        sha = header.sha256.lower()
+        if h.hexdigest() != sha:
+            self._discard_partial(sha)
+            raise StoreError("corrupt", f"sha256 mismatch: received bytes hash to {h.hexdigest()[:12]}, "
+                                        f"expected {sha[:12]}; upload discarded, push again")
+        why = sniff_format(part, header.format)
+        if why:
+            self._discard_partial(sha)
+            raise StoreError("not-a-model", f"{header.file_name}: {why}")
+        tmp = self.objects / f".tmp-{sha}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        os.replace(part, tmp / "data")
+        now = time.time()
+        self._write_json(tmp / "meta.json", {
+            "sha256": sha, "size": header.size, "file_name": header.file_name, "format": header.format,
+            "manifest_json": header.manifest_json, "created": now, "last_used": now})
+        os.replace(tmp, self.objects / sha)
+        (self.partial / f"{sha}.json").unlink(missing_ok=True)
+
+    def delete(self, sha: str) -> bool:
+        sha = self.check_sha(sha)
+        with self._lock(sha):
+            found = False
+            d = self.objects / sha
+            if d.exists():
+                trash = self.objects / f".tmp-del-{sha}-{uuid.uuid4().hex[:8]}"
+                os.replace(d, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+                found = True
+            if (self.partial / f"{sha}.part").exists():
+                self._discard_partial(sha)
+                found = True
+            return found
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def _ensure_space(self, incoming: int) -> None:
+        if not self.quota_bytes:
+            return
+        if incoming > self.quota_bytes:
+            raise StoreError("quota", f"artifact of {incoming} bytes exceeds the store quota of {self.quota_bytes}")
+        arts = sorted(self.list(), key=lambda a: self.meta(a["sha256"]).get("last_used", 0))
+        used = sum(a["size"] for a in arts)
+        while arts and used + incoming > self.quota_bytes:
+            victim = arts.pop(0)
+            self.delete(victim["sha256"])
+            used -= victim["size"]
+
+    def _discard_partial(self, sha: str) -> None:
+        (self.partial / f"{sha}.part").unlink(missing_ok=True)
+        (self.partial / f"{sha}.json").unlink(missing_ok=True)
+
+    def _read_header(self, sha: str) -> Optional[Header]:
+        p = self.partial / f"{sha}.json"
+        try:
+            return Header(**json.loads(p.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    @staticmethod
+    def _write_json(path: Path, data: dict) -> None:
+        tmp = path.with_name(path.name + f".{uuid.uuid4().hex[:6]}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+
+    def _clean_stale_tmp(self) -> None:
+        for d in self.objects.glob(".tmp-*"):
+            shutil.rmtree(d, ignore_errors=True)

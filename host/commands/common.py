@@ -1,0 +1,51 @@
+"""Pieces several commands share: --db, artifact expansion, table printing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from host.artifacts import MANIFEST_SUFFIX, Artifact, ArtifactError, load_artifact
+from host.paths import default_db
+
+
+def add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default=None, help=f"results database (SQLite file; default {default_db()})")
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+
+
+def db_path(args: argparse.Namespace) -> Path:
+    return Path(args.db) if getattr(args, "db", None) else default_db()
+
+
+def expand_artifacts(paths: Iterable[str]) -> list[Artifact]:
+    """Files as given; a directory means every artifact with a manifest in it."""
+    out: list[Artifact] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found = sorted(m for m in path.iterdir() if m.name.endswith(MANIFEST_SUFFIX))
+            if not found:
+                raise ArtifactError(f"no artifacts with manifests in {path} (run host quantize --out {path})")
+            out += [load_artifact(m.with_name(m.name[: -len(MANIFEST_SUFFIX)])) for m in found]
+        else:
+            out.append(load_artifact(path))
+    return out
+
+
+def print_table(rows: list[list[Any]], header: list[str]) -> None:
+    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for i, r in enumerate(cells):
+        print("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def dump_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))

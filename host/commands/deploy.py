@@ -1,0 +1,77 @@
+"""`host deploy`: push artifacts to targets, run the measurement protocol on each device, store results."""
+
+from __future__ import annotations
+
+import argparse
+
+from host.commands.common import add_db, add_json, db_path, dump_json, expand_artifacts, print_table
+from host.deploy import RunSettings, deploy
+from host.errors import UserError
+from host.results.store import ResultStore
+from host.targets import get_target
+
+JSON_KEYS = ("artifact", "sha256", "target", "model_name", "platform", "method", "precision", "size_bytes",
+             "runtime", "delegate", "threads", "runs", "duration_s", "stop_reason", "latency_ms", "phases_ms",
+             "peak_rss_mb", "peak_rss_load_mb", "env_before", "env_after", "flags", "push", "eval", "id", "error")
+
+
+def register(sub: argparse._SubParsersAction, help_: str) -> None:
+    p = sub.add_parser("deploy", help=help_, description=(
+        "Push each artifact to each target (only bytes the device lacks), run the measurement protocol on the "
+        "device (load, first inference, warm-up, steady state until --runs and --min-seconds are met and the "
+        "median's 95%% CI is within --target-ci, at most --max-seconds) and store every result."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--target", required=True, help="target name(s), comma-separated (see host targets list)")
+    p.add_argument("--artifact", action="append", required=True,
+                   help="artifact file, or a directory of artifacts with manifests; repeatable")
+    p.add_argument("--threads", type=int, default=0, help="runtime threads (0 = target default / runtime default)")
+    p.add_argument("--runs", type=int, default=50, help="minimum steady-state runs")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="minimum steady-state duration")
+    p.add_argument("--max-seconds", type=float, default=20.0, help="maximum steady-state duration")
+    p.add_argument("--warmup", type=int, default=5, help="minimum warm-up runs")
+    p.add_argument("--warmup-seconds", type=float, default=0.2, help="minimum warm-up duration")
+    p.add_argument("--target-ci", type=float, default=1.0,
+                   help="stop once the median's 95%% CI half-width is within this many percent (0 = off)")
+    p.add_argument("--runtime", default="", help="force a runtime (litert, tflite-runtime, onnxruntime, ...)")
+    p.add_argument("--runtime-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="runtime option, e.g. xnnpack=0, provider=cuda, affinity=2,3; repeatable")
+    p.add_argument("--timeout", type=float, default=0, help="deadline per agent call in seconds (0 = automatic)")
+    p.add_argument("--data", help="also measure accuracy on the device with this dataset (see host eval)")
+    p.add_argument("--data-limit", type=int, default=1000, help="samples used by --data")
+    add_db(p)
+    add_json(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = {}
+    for kv in args.runtime_option:
+        if "=" not in kv:
+            raise UserError(f"--runtime-option wants KEY=VALUE, got {kv!r}")
+        k, v = kv.split("=", 1)
+        opts[k.strip()] = v.strip()
+    if args.runs < 1 or args.min_seconds < 0 or args.max_seconds <= 0:
+        raise UserError("--runs must be >= 1, --min-seconds >= 0 and --max-seconds > 0")
+    targets = [get_target(t.strip()) for t in args.target.split(",") if t.strip()]
+    artifacts = expand_artifacts(args.artifact)
+    settings = RunSettings(threads=args.threads, runs=args.runs, min_seconds=args.min_seconds,
+                           max_seconds=args.max_seconds, warmup_runs=args.warmup, warmup_seconds=args.warmup_seconds,
+                           target_ci=args.target_ci / 100.0, runtime=args.runtime, runtime_options=opts,
+                           timeout=args.timeout, data=args.data, data_limit=args.data_limit)
+    store = ResultStore(db_path(args))
+    results = deploy(targets, artifacts, settings, store)
+    if args.json:
+        dump_json([{k: r[k] for k in JSON_KEYS if k in r} for r in results])
+    else:
+        rows = []
+        for r in results:
+            if "error" in r:
+                rows.append([r["target"], r["artifact"], "ERROR", r["error"][:70], "", "", "", "", ""])
+                continue
+            lat = r["latency_ms"]
+            rows.append([r["target"], r["artifact"], f"{r['runtime']['name']} {r['runtime']['version']}",
+                         r["runs"], f"{lat['p50']:.3f}", f"[{lat['ci95'][0]:.3f}, {lat['ci95'][1]:.3f}]",
+                         f"{lat['p90']:.3f}", f"{r['peak_rss_mb']:.0f}", ",".join(r["flags"]) or "-"])
+        print_table(rows, ["target", "artifact", "runtime", "runs", "p50 ms", "95% CI", "p90 ms", "RSS MB", "flags"])
+        print(f"results stored in {store.path}")
+    return 1 if any("error" in r for r in results) else 0

@@ -1,0 +1,189 @@
+"""`host quantize`: one model -> one artifact per (platform, method), each with a manifest and a
+host-side check against the FP32 source."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+from host.quantize.base import CALIB_METHODS, METHODS, QuantizeError, QuantizeRequest
+
+EPILOG = """\
+model sources:
+  package.module:function   PyTorch factory returning an nn.Module (the current directory is on the path)
+  FILE.pt2 / FILE.pt        torch.export ExportedProgram / TorchScript
+  FILE.onnx                 ONNX (platform tensorrt)
+  FILE.keras / FILE.h5 / DIR  Keras model or SavedModel directory (platform tflite)
+
+platforms and methods:
+  pytorch     .ptl lite interpreter: fp32, dynamic, static (FX), qat (FX)
+  executorch  .pte XNNPACK:          fp32, static (PT2E), qat (PT2E)
+  tflite      .tflite LiteRT:        fp32, dynamic, fp16, static, qat (Keras via tf_keras + tfmot)
+  tensorrt    .onnx for TensorRT:    fp32, fp16 (engine flag), static (explicit Q/DQ int8)
+
+data (--calib, --train, --check-data): fashion-mnist[:train|:test], digits, an image folder
+(DIR/<class>/<image>) or a .npy/.npz file. Without --check-data the check uses calibration samples
+held out from calibration.
+
+QAT: --train DATA (labelled) runs the built-in loop for --epochs N; --train-fn package.module:train
+is called as train(model, dataset_or_None, epochs) and fine-tunes the prepared model in place.
+
+examples:
+  host quantize --model mypkg.models:resnet8 --platform pytorch,executorch --method fp32,static \\
+      --calib fashion-mnist --out artifacts/
+  host quantize --model model.onnx --platform tensorrt --method static --calib data.npy \\
+      --calib-method entropy --out artifacts/ --json
+"""
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _shape(value: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(v) for v in value.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad shape {value!r}: use comma-separated integers, e.g. 1,3,32,32") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"bad shape {value!r}: dimensions must be positive")
+    return dims
+
+
+def register(subparsers: Any, help_text: str) -> None:
+    p = subparsers.add_parser("quantize", help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, metavar="SRC", help="model source (see below)")
+    p.add_argument("--platform", required=True, type=_csv, metavar="P[,P...]",
+                   help="pytorch, executorch, tflite, tensorrt (comma-separated)")
+    p.add_argument("--method", default=["fp32"], type=_csv, metavar="M[,M...]",
+                   help=f"{', '.join(METHODS)} (comma-separated; default fp32)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
+    p.add_argument("--calib", metavar="DATA", help="calibration data for static quantization")
+    p.add_argument("--calib-method", default="minmax", choices=CALIB_METHODS,
+                   help="activation range estimator (default minmax)")
+    p.add_argument("--calib-samples", type=int, default=256, metavar="N", help="calibration samples (default 256)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--per-channel", dest="per_channel", action="store_true", default=True,
+                   help="per-channel int8 weights (default)")
+    g.add_argument("--per-tensor", dest="per_channel", action="store_false", help="per-tensor int8 weights")
+    p.add_argument("--input-shape", type=_shape, metavar="1,3,32,32",
+                   help="model input shape, when the source does not say (TorchScript, some factories)")
+    p.add_argument("--train", metavar="DATA", help="labelled data for the built-in QAT loop")
+    p.add_argument("--train-samples", type=int, default=0, metavar="N",
+                   help="use the first N training samples (default: all)")
+    p.add_argument("--train-fn", metavar="PKG.MOD:FN", help="user QAT function train(model, dataset, epochs)")
+    p.add_argument("--epochs", type=int, default=1, metavar="N", help="QAT epochs (default 1)")
+    p.add_argument("--float-io", action="store_true", help="TFLite static: keep float inputs/outputs (default int8 I/O)")
+    p.add_argument("--target-arch", default="x86_64", choices=("x86_64", "arm64"),
+                   help="target CPU: picks the PyTorch quantized engine (x86 / qnnpack)")
+    p.add_argument("--check-data", metavar="DATA", help="held-out data for the host-side check")
+    p.add_argument("--check-samples", type=int, default=200, metavar="N", help="samples in the host-side check")
+    p.add_argument("--task", default=None, help="classification (default) or another task name for the manifest")
+    p.add_argument("--json", action="store_true", help="print the artifact list as JSON on stdout")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected conversion failures")
+    p.set_defaults(func=run)
+
+
+def _say(msg: str) -> None:
+    print(f"[quantize] {msg}", file=sys.stderr, flush=True)
+
+
+def _load_data(spec: Optional[str], limit: Optional[int]) -> Any:
+    if not spec:
+        return None
+    from host.data.datasets import load_dataset
+
+    _say(f"loading data {spec}")
+    return load_dataset(spec, limit=limit or None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from host.models import load_source
+    from host.quantize.registry import check_pair, get_converter
+
+    for m in args.method:
+        if m not in METHODS:
+            raise QuantizeError(f"unknown method {m!r} (use one of {', '.join(METHODS)})")
+    if args.calib_samples <= 0 or args.check_samples <= 0:
+        raise QuantizeError("--calib-samples and --check-samples must be positive")
+    _say(f"loading model {args.model}")
+    source = load_source(args.model, args.input_shape, args.task or "classification")
+    converters = {p: get_converter(p) for p in args.platform}
+
+    pairs, skipped = [], []
+    for p, conv in converters.items():
+        for m in args.method:
+            reason = conv.unsupported_reason(source, m)
+            (skipped.append((p, m, reason)) if reason else pairs.append((p, m)))
+    if not pairs:
+        p, m, _ = skipped[0]
+        check_pair(converters[p], source, m)       # raises the one-line reason
+    for p, m, reason in skipped:
+        _say(f"skipping {p}/{m}: {reason}")
+
+    calib = _load_data(args.calib, args.calib_samples + args.check_samples)
+    train = _load_data(args.train, args.train_samples)
+    check = _load_data(args.check_data, args.check_samples)
+    if source.input_shape is None:
+        ds = calib or train or check
+        if ds is not None:   # e.g. TorchScript: the data says what one sample looks like
+            source.input_shape = (1, *ds.x.shape[1:])
+            _say(f"input shape taken from the data: {list(source.input_shape)}")
+
+    results: list[dict[str, Any]] = []
+    failures = 0
+    for p, m in pairs:
+        req = QuantizeRequest(source=source, method=m, out_dir=args.out, calib=calib,
+                              calib_method=args.calib_method, calib_samples=args.calib_samples,
+                              per_channel=args.per_channel, input_shape=source.input_shape,
+                              float_io=args.float_io, target_arch=args.target_arch, train=train,
+                              train_fn=args.train_fn, epochs=args.epochs, check=check, progress=_say,
+                              extra={"check_samples": args.check_samples})
+        _say(f"{p}/{m}: converting {source.name}")
+        try:
+            art = converters[p].quantize(req)
+        except QuantizeError as e:
+            if len(pairs) == 1:
+                raise
+            failures += 1
+            print(f"host quantize: error: {p}/{m}: {e}", file=sys.stderr)
+            continue
+        except Exception as e:  # a library failing inside conversion: one line unless --debug
+            if args.debug:
+                traceback.print_exc()
+            msg = f"{p}/{m} failed: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]} (--debug shows the traceback)"
+            if len(pairs) == 1:
+                raise QuantizeError(msg) from e
+            failures += 1
+            print(f"host quantize: error: {msg}", file=sys.stderr)
+            continue
+        man = art.manifest
+        for w in man.checks.get("warnings", []):
+            print(f"host quantize: warning: {p}/{m}: {w}", file=sys.stderr)
+        results.append({"path": str(art.path), "manifest": str(art.manifest_path), "platform": man.platform,
+                        "method": man.method, "format": man.format, "precision": man.precision,
+                        "size_bytes": man.size_bytes, "sha256": man.sha256, "conversion_s": man.conversion_s,
+                        "checks": man.checks})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        _print_table(results)
+    return 1 if failures else 0
+
+
+def _print_table(results: list[dict[str, Any]]) -> None:
+    rows = [("platform", "method", "precision", "size", "top-1 agr", "cosine", "warnings", "path")]
+    for r in results:
+        a = r["checks"].get("agreement", {})
+        t1 = a.get("top1_agreement")
+        rows.append((r["platform"], r["method"], r["precision"], f"{r['size_bytes'] / 1e6:.2f} MB",
+                     "-" if t1 is None else f"{t1:.1%}", f"{a.get('cosine', float('nan')):.4f}",
+                     str(len(r["checks"].get("warnings", []))), r["path"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())

@@ -1,0 +1,225 @@
+"""Calibration data and calibration methods shared by every platform.
+
+Data: a Dataset (host.data.datasets) is cut to `--calib-samples`, fitted to the model's input shape
+(layout NCHW/NHWC, flattening for MLPs) and served in batches with progress lines.
+
+Methods: `--calib-method minmax|percentile|entropy` maps to each library's own observer/calibrator:
+
+| method     | torch.ao (FX)                 | PT2E (torchao, XNNPACK)       | onnxruntime              |
+|------------|-------------------------------|-------------------------------|--------------------------|
+| minmax     | MinMaxObserver                | MinMaxObserver                | CalibrationMethod.MinMax |
+| percentile | PercentileObserver (99.99 %)  | PercentileObserver (99.99 %)  | CalibrationMethod.Percentile (99.99) |
+| entropy    | HistogramObserver (L2 search) | HistogramObserver (L2 search) | CalibrationMethod.Entropy (KL) |
+
+torch has no KL-divergence observer; its HistogramObserver searches the range that minimises the
+quantization error over a histogram, which is the closest equivalent (recorded in the manifest).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+
+from host.quantize.base import CALIB_METHODS, QuantizeError
+
+PERCENTILE = 99.99
+_MAX_QUANTILE_ELEMS = 1 << 20   # torch.quantile refuses huge inputs; a strided subsample is plenty
+
+# What each method means per library, recorded in manifest.calibration["observer"].
+OBSERVER_NAMES = {
+    "torch": {"minmax": "MinMaxObserver", "percentile": f"PercentileObserver({PERCENTILE})",
+              "entropy": "HistogramObserver"},
+    "onnxruntime": {"minmax": "MinMax", "percentile": f"Percentile({PERCENTILE})", "entropy": "Entropy"},
+}
+
+
+def check_method(method: str) -> str:
+    if method not in CALIB_METHODS:
+        raise QuantizeError(f"unknown --calib-method {method!r} (use one of {', '.join(CALIB_METHODS)})")
+    return method
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+def fit_to_shape(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Samples (N, ...) -> (N, *shape[1:]): same layout, NCHW<->NHWC, or a reshape when only the
+    number of elements matches (an MLP on flattened images). Anything else is a one-line error."""
+    want = tuple(shape[1:])
+    x = np.asarray(x, dtype=np.float32)
+    if tuple(x.shape[1:]) == want:
+        return x
+    if x.ndim == 4 and len(want) == 3 and tuple(x.shape[1:]) == (want[2], want[0], want[1]):
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    if x.ndim == 4 and len(want) == 3 and tuple(x.shape[1:]) == (want[1], want[2], want[0]):
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    if int(np.prod(x.shape[1:])) == int(np.prod(want)):
+        return x.reshape((len(x), *want))
+    raise QuantizeError(f"data samples of shape {tuple(x.shape[1:])} do not fit the model input {tuple(shape)}; "
+                        "pass matching data or --input-shape")
+
+
+def random_inputs(shape: tuple[int, ...], n: int, seed: int = 0) -> np.ndarray:
+    """Standard-normal samples for models without matching data (used for checks, never silently
+    for calibration)."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, *shape[1:])).astype(np.float32)
+
+
+def calib_array(ds: Any, samples: int, shape: tuple[int, ...]) -> np.ndarray:
+    """The first `samples` items of a Dataset, fitted to the model input."""
+    if ds is None:
+        raise QuantizeError("static/qat quantization needs calibration data: pass --calib DATA "
+                            "(fashion-mnist, digits, an image folder or a .npy/.npz file)")
+    if samples <= 0:
+        raise QuantizeError("--calib-samples must be positive")
+    return fit_to_shape(ds.x[:samples], shape)
+
+
+def batches(x: np.ndarray, batch_size: int, progress: Optional[Callable[[str], None]] = None,
+            label: str = "calibrating") -> Iterator[np.ndarray]:
+    """Yield batches; a progress line about every quarter."""
+    n = len(x)
+    step = max(1, batch_size)
+    every = max(step, -(-n // 4 // step) * step)
+    for i in range(0, n, step):
+        yield x[i:i + step]
+        done = min(n, i + step)
+        if progress and (done % every == 0 or done == n):
+            progress(f"{label}: {done}/{n} samples")
+
+
+def run_torch_calibration(model: Any, x: np.ndarray, batch_size: int,
+                          progress: Optional[Callable[[str], None]] = None) -> None:
+    """Feed calibration data through an observed torch model (FX-prepared or PT2E-prepared)."""
+    import torch
+
+    with torch.no_grad():
+        for b in batches(x, batch_size, progress):
+            model(torch.from_numpy(np.ascontiguousarray(b)))
+
+
+# -- torch observers -------------------------------------------------------------------------------
+
+def _percentile_observer_class(base: type) -> type:
+    """A MinMax-style observer whose range is the running mean of per-batch 0.01/99.99 percentiles
+    (robust to outliers, like TensorRT's and onnxruntime's percentile calibration)."""
+
+    class PercentileObserver(base):  # type: ignore[misc, valid-type]
+        percentile = PERCENTILE
+
+        def forward(self, x_orig):  # noqa: ANN001 - torch observer signature
+            import torch
+
+            if x_orig.numel() == 0:
+                return x_orig
+            x = x_orig.detach().to(self.min_val.dtype).flatten()
+            if x.numel() > _MAX_QUANTILE_ELEMS:
+                x = x[:: x.numel() // _MAX_QUANTILE_ELEMS + 1]
+            q = torch.tensor([1.0 - self.percentile / 100.0, self.percentile / 100.0], dtype=x.dtype)
+            lo, hi = torch.quantile(x, q)
+            n = getattr(self, "_batches", 0)
+            if n == 0:
+                self.min_val.resize_(lo.shape).copy_(lo)
+                self.max_val.resize_(hi.shape).copy_(hi)
+            else:
+                self.min_val.copy_(self.min_val + (lo - self.min_val) / (n + 1))
+                self.max_val.copy_(self.max_val + (hi - self.max_val) / (n + 1))
+            self._batches = n + 1
+            return x_orig
+
+    return PercentileObserver
+
+
+_PERCENTILE_CLASSES: dict[str, type] = {}
+
+
+def torch_act_observer(method: str, lib: str = "torch.ao", **kwargs: Any) -> Any:
+    """Activation observer constructor for --calib-method; lib is "torch.ao" (FX) or "pt2e" (torchao)."""
+    check_method(method)
+    if lib == "pt2e":
+        from torchao.quantization.pt2e import observer as obs
+    else:
+        from torch.ao.quantization import observer as obs
+    if method == "minmax":
+        cls = obs.MinMaxObserver
+    elif method == "entropy":
+        cls = obs.HistogramObserver
+    else:
+        cls = _PERCENTILE_CLASSES.get(lib)
+        if cls is None:
+            cls = _PERCENTILE_CLASSES[lib] = _percentile_observer_class(obs.MinMaxObserver)
+    return cls.with_args(**kwargs)
+
+
+def torch_fx_qconfig_mapping(method: str, per_channel: bool, engine: str, qat: bool = False) -> Any:
+    """QConfigMapping for FX prepare_fx/prepare_qat_fx: the engine's defaults, with the activation
+    observer replaced by the one --calib-method asks for (post-training only; QAT learns ranges)."""
+    import torch
+    from torch.ao.quantization import QConfig, get_default_qat_qconfig_mapping, get_default_qconfig_mapping
+    from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
+
+    if qat:
+        return get_default_qat_qconfig_mapping(engine)
+    # qnnpack/x86 kernels want reduce_range off for qnnpack and on for x86/fbgemm (7-bit activations
+    # avoid overflow in the x86 VPMADDUBSW path).
+    reduce_range = engine in ("x86", "fbgemm")
+    act = torch_act_observer(method, "torch.ao", dtype=torch.quint8, qscheme=torch.per_tensor_affine,
+                             reduce_range=reduce_range)
+    if per_channel:
+        weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+    else:
+        weight = MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+    qconfig = QConfig(activation=act, weight=weight)
+    mapping = get_default_qconfig_mapping(engine)
+    return mapping.set_global(qconfig)
+
+
+def xnnpack_quantization_config(method: str, per_channel: bool, qat: bool = False) -> Any:
+    """XNNPACKQuantizer config (symmetric int8) with the activation observer chosen by --calib-method."""
+    import dataclasses
+
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+
+    cfg = get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=qat)
+    if qat or method == "entropy":   # XNNPACK's own default static observer is the histogram one
+        return cfg
+    act_spec = cfg.input_activation
+    obs = torch_act_observer(method, "pt2e", eps=2 ** -12)
+    new_act = dataclasses.replace(act_spec, observer_or_fake_quant_ctr=obs)
+    return dataclasses.replace(cfg, input_activation=new_act, output_activation=new_act)
+
+
+# -- onnxruntime -----------------------------------------------------------------------------------
+
+def ort_calibration_method(method: str) -> Any:
+    from onnxruntime.quantization import CalibrationMethod
+
+    check_method(method)
+    return {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+            "entropy": CalibrationMethod.Entropy}[method]
+
+
+def ort_extra_options(method: str) -> dict[str, Any]:
+    opts: dict[str, Any] = {"ActivationSymmetric": True, "WeightSymmetric": True}
+    if method == "percentile":
+        opts["CalibPercentile"] = PERCENTILE
+    return opts
+
+
+def ort_data_reader(input_name: str, x: np.ndarray, progress: Optional[Callable[[str], None]] = None) -> Any:
+    """onnxruntime CalibrationDataReader over an array, batch 1 (the exported graph's batch)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = batches(x, 1, progress)
+
+        def get_next(self) -> Optional[dict[str, np.ndarray]]:
+            b = next(self._it, None)
+            return None if b is None else {input_name: np.ascontiguousarray(b)}
+
+        def rewind(self) -> None:
+            self._it = batches(x, 1, progress)
+
+    return _Reader()

@@ -1,0 +1,86 @@
+"""PyTorch -> `.tflite` with litert-torch (no TensorFlow needed), for the tflite platform.
+
+fp32     litert_torch.convert(module, example)
+dynamic  PT2E with litert-torch's PT2EQuantizer, dynamic config (int8 weights, float activations;
+         lowered to LiteRT's dynamic-range kernels)
+static   PT2E static int8: prepare_pt2e -> calibrate -> convert_pt2e -> convert with the quantizer;
+         the model gets int8 input and output tensors (litert-torch offers no float-I/O variant)
+
+Activation observers follow --calib-method through host.quantize.calibration (minmax = MinMax,
+percentile = 99.99 % percentile, entropy = litert-torch's own default HistogramObserver).
+The torch.export graph is specialised to the example batch (batch 1 from the source's input shape).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+from host.quantize.base import QuantizeError, QuantizeRequest
+from host.quantize.calibration import OBSERVER_NAMES, calib_array, run_torch_calibration, torch_act_observer
+
+
+def litert_config(method: str, calib_method: str, per_channel: bool) -> Any:
+    """litert-torch's symmetric int8 config with the activation observer --calib-method asks for."""
+    from litert_torch.quantize import pt2e_quantizer as pq
+
+    cfg = pq.get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=(method == "dynamic"))
+    if method == "dynamic" or calib_method == "entropy":   # HistogramObserver is litert-torch's default
+        return cfg
+    act = dataclasses.replace(cfg.input_activation,
+                              observer_or_fake_quant_ctr=torch_act_observer(calib_method, "pt2e", eps=2 ** -12))
+    return dataclasses.replace(cfg, input_activation=act, output_activation=act)
+
+
+def convert(req: QuantizeRequest, path: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    """Write the .tflite for req.method to `path`; returns the manifest's calibration record."""
+    import torch
+
+    src = req.source
+    shape = src.require_shape()
+    example = src.example_input()
+    calibration: dict[str, Any] = {}
+    # litert-torch prints progress with rich to stdout, which belongs to `--json` output.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        warnings.simplefilter("ignore")
+        import litert_torch
+
+        try:
+            if req.method == "fp32":
+                edge = litert_torch.convert(src.torch_module(), (example,))
+            else:
+                from litert_torch.quantize import pt2e_quantizer as pq
+                from litert_torch.quantize.quant_config import QuantConfig
+                from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+                quantizer = pq.PT2EQuantizer().set_global(litert_config(req.method, req.calib_method, req.per_channel))
+                graph = torch.export.export(src.fresh_torch_module().eval(), (example,)).module()
+                prepared = prepare_pt2e(graph, quantizer)
+                if req.method == "static":
+                    x = calib_array(req.calib, req.calib_samples, shape)
+                    say(f"tflite static (litert-torch PT2E): calibrating with {len(x)} samples ({req.calib_method})")
+                    run_torch_calibration(prepared, x, int(shape[0]), say)
+                    observer = ("HistogramObserver" if req.calib_method == "entropy"
+                                else OBSERVER_NAMES["torch"][req.calib_method])
+                    calibration = {"method": req.calib_method, "samples": int(len(x)), "dataset": req.calib.name,
+                                   "per_channel": req.per_channel, "observer": observer,
+                                   "library": "litert-torch PT2EQuantizer (torchao PT2E)"}
+                else:
+                    with torch.no_grad():   # dynamic: weights only, one pass to record their ranges
+                        prepared(example)
+                    calibration = {"method": "none (dynamic: activation ranges computed at run time)",
+                                   "per_channel": req.per_channel, "library": "litert-torch PT2EQuantizer"}
+                quantized = convert_pt2e(prepared, fold_quantize=False)
+                edge = litert_torch.convert(quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+            edge.export(str(path))
+        except QuantizeError:
+            raise
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise QuantizeError(f"litert-torch could not convert {src.name} ({req.method}): "
+                                f"{type(e).__name__}: {first[:300]}") from e
+    return calibration

@@ -1,0 +1,102 @@
+"""The HTML report: one self-contained file (inline CSS and SVG, no scripts, no external links).
+
+Sections: the best choice per device for the accuracy budget, the comparison table, and per device
+a latency-distribution plot and an accuracy-vs-latency plot with the Pareto front, then artifact
+size by method.
+"""
+
+from __future__ import annotations
+
+import time
+from html import escape
+from typing import Any
+
+from host.results import svg
+from host.results.report import ALPHA, table_rows
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222;max-width:1400px}
+h1{font-size:22px} h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:12px} th,td{border:1px solid #ddd;padding:3px 6px;text-align:right}
+th{background:#f4f4f4} td:nth-child(-n+5){text-align:left} tr.best td{background:#fff6d5}
+tr.pareto td:first-child{border-left:3px solid #444}
+.plots{display:flex;flex-wrap:wrap;gap:16px} .note{color:#666;font-size:12px}
+.best-list li{margin:4px 0} .flag{color:#b00}
+"""
+
+
+def _label(r: dict[str, Any]) -> str:
+    return f"{r['platform']}/{r['method']}" + (f" ({r['runtime']})" if r["runtime"] else "")
+
+
+def render_html(rep: dict[str, Any]) -> str:
+    rows = rep["rows"]
+    best_ids = {(b["target"], b["artifact"], b["runtime"]) for b in rep["best"].values()}
+    targets = sorted({r["target"] for r in rows})
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             "<title>edgebench report</title>", f"<style>{CSS}</style></head><body>",
+             "<h1>edgebench: accuracy vs latency per device</h1>",
+             f'<p class="note">generated {time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}; '
+             f"{len(rows)} rows on {len(targets)} device(s); accuracy budget {rep['max_drop']:g} percentage points; "
+             f"speed-ups are vs FP32 on the same device and runtime, * = significant (Mann-Whitney U, p &lt; {ALPHA}), "
+             "ns = not significant.</p>"]
+    parts.append('<h2>Best choice per device</h2><ul class="best-list" id="best">')
+    if rep["best"]:
+        for key, b in rep["best"].items():
+            acc = f"{100 * b['accuracy']:.2f}%" if b["accuracy"] is not None else "not evaluated"
+            sp = f"{b['speedup']:.2f}x vs FP32" if b["speedup"] is not None else "no FP32 reference"
+            parts.append(f'<li data-target="{escape(b["target"])}"><b>{escape(key)}</b>: '
+                         f"{escape(b['platform'])} / {escape(b['method'])} ({escape(b['precision'])}, "
+                         f"{escape(b['runtime'])}) — p50 {b['p50']:.3f} ms, {sp}, accuracy {acc}, "
+                         f"drop {b['acc_drop']:+.2f} pp, {escape(b['artifact'])}</li>")
+    else:
+        parts.append(f"<li>no result is within the {rep['max_drop']:g} pp budget (run host eval)</li>")
+    parts.append("</ul>")
+
+    header, trows = table_rows(rep)
+    parts.append('<h2>All results</h2><table id="results"><thead><tr>' +
+                 "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr></thead><tbody>")
+    for r, cells in zip(rows, trows):
+        cls = " ".join(c for c, on in (("best", (r["target"], r["artifact"], r["runtime"]) in best_ids),
+                                       ("pareto", r.get("pareto"))) if on)
+        tds = []
+        for h, c in zip(header, cells):
+            klass = ' class="flag"' if h == "flags" and c != "-" else ""
+            tds.append(f"<td{klass}>{escape(c)}</td>")
+        parts.append(f'<tr class="{cls}">' + "".join(tds) + "</tr>")
+    parts.append("</tbody></table>")
+    parts.append('<p class="note">left bar = on the Pareto front of its device; highlighted = best within budget. '
+                 "Flags are the agent's device-state warnings (frequency changed, hot, busy, ...).</p>")
+
+    for t in targets:
+        trs = [(i, r) for i, r in enumerate(rows) if r["target"] == t]
+        parts.append(f'<h2 id="device-{escape(t)}">Device {escape(t)}</h2><div class="plots">')
+        series = [(_label(r), r["samples"] or ([r["p50"]] if r["p50"] is not None else []))
+                  for _, r in trs if r["p50"] is not None]
+        parts.append(svg.boxplot(f"{t}: steady-state latency", series))
+        pts, index = [], {}
+        for i, r in trs:
+            if r["p50"] is not None and r["accuracy"] is not None:
+                index[i] = len(pts)
+                pts.append({"x": r["p50"], "y": 100 * r["accuracy"], "label": _label(r), "group": r["platform"]})
+        front = [index[i] for i in rep["pareto"].get(t, []) if i in index]
+        best = next((index[i] for i, r in trs if i in index and (r["target"], r["artifact"], r["runtime"]) in best_ids),
+                    None)
+        metric = next((r["metric"] for _, r in trs if r["accuracy"] is not None), "accuracy")
+        parts.append(svg.scatter(f"{t}: {metric} vs latency (Pareto front dashed)", pts, "p50 latency (ms)",
+                                 f"{metric} (%)", front=front, best=best))
+        parts.append("</div>")
+
+    parts.append('<h2>Size by method</h2><div class="plots">')
+    for model in sorted({r["model_name"] for r in rows}):
+        sizes: dict[tuple[str, str], float] = {}
+        for r in rows:
+            if r["model_name"] == model and r["size_bytes"]:
+                sizes[(r["method"], r["platform"])] = r["size_bytes"] / 1024
+        methods = [m for m in ("fp32", "fp16", "dynamic", "static", "qat") if any(k[0] == m for k in sizes)]
+        methods += sorted({k[0] for k in sizes} - set(methods))
+        platforms = sorted({k[1] for k in sizes})
+        parts.append(svg.bars(f"{model}: artifact size by method", methods, platforms, sizes, "KiB"))
+    parts.append("</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

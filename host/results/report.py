@@ -1,0 +1,279 @@
+"""Cross-device comparison of stored results: one row per device x model x platform x method.
+
+For every row: latency p50/p90 with the 95% CI of the median, speed-up vs the FP32 artifact of the
+same model on the same device and runtime (with a Mann-Whitney U test on the stored samples, or CI
+overlap when samples are missing), accuracy and its drop vs FP32 (percentage points), size, load
+time, peak memory and the device-state flags the agent raised. `best_per_device` names the fastest
+row whose accuracy drop is within the budget; `pareto_front` the rows no other row beats on both
+latency and accuracy. Renderers: table, csv, json (here) and html (host.results.html_report).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from typing import Any, Optional
+
+from host.zoo.models import HEADLINE
+
+ALPHA = 0.01        # significance level of the speed-up test
+
+
+def _runtime_name(rec: dict[str, Any]) -> str:
+    rt = rec.get("runtime")
+    return rt.get("name", "") if isinstance(rt, dict) else str(rt or "")
+
+
+def _runtime_version(rec: dict[str, Any]) -> str:
+    rt = rec.get("runtime")
+    return rt.get("version", "") if isinstance(rt, dict) else str(rec.get("runtime_version", ""))
+
+
+def headline(task: str, metrics: dict[str, Any]) -> tuple[str, Optional[float]]:
+    """The one accuracy number a task is compared on (fraction), and its name."""
+    name = HEADLINE.get(task, "top1")
+    v = (metrics or {}).get(name)
+    return name, (float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None)
+
+
+def mann_whitney(a: list[float], b: list[float]) -> Optional[float]:
+    """Two-sided p-value that two latency sample sets come from the same distribution (None when
+    either has fewer than 5 samples or scipy is missing)."""
+    if len(a) < 5 or len(b) < 5:
+        return None
+    try:
+        from scipy.stats import mannwhitneyu
+    except ImportError:
+        return None
+    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
+
+
+def _latest(recs: list[dict[str, Any]], key) -> dict[Any, dict[str, Any]]:
+    out: dict[Any, dict[str, Any]] = {}
+    for r in sorted(recs, key=lambda r: (r.get("created") or 0, r.get("id") or 0)):
+        out[key(r)] = r
+    return out
+
+
+def build_rows(benchmarks: list[dict[str, Any]], evals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Join the latest benchmark per (target, artifact, runtime, threads) with the latest eval of
+    the same artifact on the same target; eval-only artifacts get rows without latency."""
+    benches = _latest(benchmarks, lambda r: (r.get("target"), r.get("sha256"), _runtime_name(r), r.get("threads")))
+    ev_by = _latest(evals, lambda r: (r.get("target"), r.get("sha256")))
+    rows: list[dict[str, Any]] = []
+    seen = set()
+    for b in benches.values():
+        seen.add((b.get("target"), b.get("sha256")))
+        rows.append(_row(b, ev_by.get((b.get("target"), b.get("sha256")))))
+    for k, e in ev_by.items():
+        if k not in seen:
+            rows.append(_row(None, e))
+    _compare(rows)
+    rows.sort(key=lambda r: (r["target"], r["model_name"], r["platform"], r["method"] != "fp32", r["method"],
+                             r["precision"]))
+    return rows
+
+
+def _row(b: Optional[dict[str, Any]], e: Optional[dict[str, Any]]) -> dict[str, Any]:
+    src = b or e or {}
+    man = src.get("manifest") or {}
+    lat = (b or {}).get("latency_ms") or {}
+    phases = (b or {}).get("phases_ms") or {}
+    task = src.get("task") or man.get("task") or "classification"
+    metric, acc = headline(task, (e or {}).get("metrics") or {})
+    ci = lat.get("ci95") or [None, None]
+    return {
+        "target": src.get("target", ""), "target_kind": (b or {}).get("target_kind", ""),
+        "model_name": src.get("model_name", ""), "platform": src.get("platform", ""),
+        "method": src.get("method", ""), "precision": src.get("precision", ""),
+        "format": src.get("format") or man.get("format", ""), "artifact": src.get("artifact", ""),
+        "sha256": src.get("sha256", ""), "task": task,
+        "runtime": _runtime_name(b) if b else (e.get("runtime") or ""),
+        "runtime_version": _runtime_version(b) if b else "", "delegate": (b or {}).get("delegate", ""),
+        "threads": (b or {}).get("threads"), "runs": (b or {}).get("runs"),
+        "p50": lat.get("p50"), "p90": lat.get("p90"), "p99": lat.get("p99"), "mean": lat.get("mean"),
+        "ci_lo": ci[0], "ci_hi": ci[1],
+        "size_bytes": src.get("size_bytes") or man.get("size_bytes"),
+        "load_ms": phases.get("load"), "first_ms": phases.get("first"), "peak_rss_mb": (b or {}).get("peak_rss_mb"),
+        "flags": list((b or {}).get("flags") or []),
+        "metric": metric, "accuracy": acc, "eval_n": (e or {}).get("n"), "dataset": (e or {}).get("dataset"),
+        "agreement": (e or {}).get("agreement") or {},
+        "samples": list((b or {}).get("samples") or []),
+        "benchmark_id": (b or {}).get("id"), "eval_id": (e or {}).get("id"),
+        # filled by _compare
+        "baseline": None, "speedup": None, "p_value": None, "ci_overlap": None, "significant": None,
+        "acc_drop": None,
+    }
+
+
+def _baseline(row: dict[str, Any], rows: list[dict[str, Any]], need: str) -> Optional[dict[str, Any]]:
+    """The FP32 row for `row`: same device, model and platform, and (for latency) the same runtime
+    and threads; for accuracy, any FP32 evaluation of the model on the device as a fallback."""
+    fp32 = [r for r in rows if r["method"] == "fp32" and r["target"] == row["target"]
+            and r["model_name"] == row["model_name"] and r[need] is not None]
+    same = [r for r in fp32 if r["platform"] == row["platform"]]
+    if need == "p50":
+        same = [r for r in same if r["runtime"] == row["runtime"] and r["threads"] == row["threads"]]
+        return same[0] if same else None
+    return (same or fp32 or [None])[0]
+
+
+def _compare(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        base = _baseline(r, rows, "p50") if r["p50"] is not None else None
+        if base is not None and r["p50"]:
+            r["baseline"] = base["artifact"]
+            r["speedup"] = base["p50"] / r["p50"]
+            if base is not r:
+                overlap = None
+                if None not in (r["ci_lo"], r["ci_hi"], base["ci_lo"], base["ci_hi"]):
+                    overlap = not (r["ci_hi"] < base["ci_lo"] or base["ci_hi"] < r["ci_lo"])
+                r["ci_overlap"] = overlap
+                r["p_value"] = mann_whitney(r["samples"], base["samples"])
+                if r["p_value"] is not None:
+                    r["significant"] = r["p_value"] < ALPHA
+                elif overlap is not None:
+                    r["significant"] = not overlap
+        abase = _baseline(r, rows, "accuracy") if r["accuracy"] is not None else None
+        if abase is not None:
+            r["acc_drop"] = 100.0 * (abase["accuracy"] - r["accuracy"])
+        elif r["method"] == "fp32" and r["accuracy"] is None and r["p50"] is not None:
+            r["acc_drop"] = 0.0  # FP32 is its own reference, even before it was evaluated
+
+
+def pareto_front(rows: list[dict[str, Any]]) -> list[int]:
+    """Indices (into rows) not dominated on (lower p50, higher accuracy)."""
+    pts = [(i, r["p50"], r["accuracy"]) for i, r in enumerate(rows)
+           if r["p50"] is not None and r["accuracy"] is not None]
+    front = []
+    for i, lat, acc in pts:
+        dominated = any((l2 <= lat and a2 >= acc) and (l2 < lat or a2 > acc) for j, l2, a2 in pts if j != i)
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def best_per_device(rows: list[dict[str, Any]], max_drop: float) -> dict[str, dict[str, Any]]:
+    """Per target (and model): the fastest row whose accuracy drop is known and <= max_drop points."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["p50"] is None or r["acc_drop"] is None or r["acc_drop"] > max_drop:
+            continue
+        key = f"{r['target']} / {r['model_name']}"
+        if key not in best or r["p50"] < best[key]["p50"]:
+            best[key] = r
+    return best
+
+
+def build_report(store: Any, target: Optional[list[str]] = None, model: Optional[list[str]] = None,
+                 max_drop: float = 1.0) -> dict[str, Any]:
+    rows = build_rows(store.benchmarks(target=target, model=model), store.evals(target=target, model=model))
+    best = best_per_device(rows, max_drop)
+    fronts: dict[str, list[int]] = {}
+    for t in sorted({r["target"] for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r["target"] == t]
+        fronts[t] = [idx[k] for k in pareto_front([rows[i] for i in idx])]
+    for i, r in enumerate(rows):
+        r["pareto"] = any(i in f for f in fronts.values())
+    return {"rows": rows, "best": {k: _brief(v) for k, v in best.items()}, "max_drop": max_drop,
+            "pareto": fronts, "alpha": ALPHA}
+
+
+def _brief(r: dict[str, Any]) -> dict[str, Any]:
+    return {k: r[k] for k in ("target", "model_name", "platform", "method", "precision", "runtime", "artifact",
+                              "p50", "speedup", "accuracy", "acc_drop", "size_bytes")}
+
+
+# ------------------------------------------------------------------ renderers
+
+COLUMNS = ("target", "model_name", "platform", "method", "precision", "runtime", "runtime_version", "delegate",
+           "threads", "runs", "p50", "p90", "p99", "ci_lo", "ci_hi", "speedup", "significant", "p_value",
+           "metric", "accuracy", "acc_drop", "size_bytes", "load_ms", "first_ms", "peak_rss_mb", "flags",
+           "pareto", "artifact", "sha256")
+
+
+def _f(v: Any, spec: str, dash: str = "-") -> str:
+    return dash if v is None else format(v, spec)
+
+
+def speedup_text(r: dict[str, Any]) -> str:
+    if r["speedup"] is None:
+        return "-"
+    if r["method"] == "fp32" and r["baseline"] == r["artifact"]:
+        return "1.00x (ref)"
+    mark = {True: " *", False: " ns", None: ""}[r["significant"]]
+    return f"{r['speedup']:.2f}x{mark}"
+
+
+def table_rows(rep: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["target", "model", "platform", "method", "runtime", "p50 ms [95% CI]", "p90 ms", "speed-up",
+              "accuracy", "drop pp", "size KiB", "load ms", "peak MB", "flags"]
+    out = []
+    for r in rep["rows"]:
+        ci = f" [{r['ci_lo']:.3f}, {r['ci_hi']:.3f}]" if r["ci_lo"] is not None else ""
+        acc = f"{r['metric']} {100 * r['accuracy']:.2f}%" if r["accuracy"] is not None else "-"
+        out.append([r["target"], r["model_name"], r["platform"], f"{r['method']}/{r['precision']}",
+                    f"{r['runtime']} {r['runtime_version']}".strip() or "-",
+                    (_f(r["p50"], ".3f") + ci), _f(r["p90"], ".3f"), speedup_text(r), acc,
+                    _f(r["acc_drop"], "+.2f"), _f(None if r["size_bytes"] is None else r["size_bytes"] / 1024, ".1f"),
+                    _f(r["load_ms"], ".1f"), _f(r["peak_rss_mb"], ".0f"), ",".join(r["flags"]) or "-"])
+    return header, out
+
+
+def render_table(rep: dict[str, Any]) -> str:
+    header, rows = table_rows(rep)
+    cells = [header] + rows
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    lines = []
+    for k, c in enumerate(cells):
+        lines.append("  ".join(x.ljust(w) for x, w in zip(c, widths)).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    lines.append("")
+    lines.append(f"speed-up vs FP32 on the same device and runtime; * = significant (Mann-Whitney p < {ALPHA}), "
+                 "ns = not significant; drop = FP32 accuracy minus this, in percentage points")
+    if rep["best"]:
+        for k, b in rep["best"].items():
+            lines.append(f"best within {rep['max_drop']:g} pp on {k}: {b['platform']} {b['method']} "
+                         f"({b['runtime']}) p50 {b['p50']:.3f} ms, {speedup_text_brief(b)}, drop {b['acc_drop']:+.2f} pp")
+    else:
+        lines.append(f"no row is within the accuracy budget of {rep['max_drop']:g} pp (evaluate with host eval)")
+    return "\n".join(lines)
+
+
+def speedup_text_brief(b: dict[str, Any]) -> str:
+    return "speed-up -" if b["speedup"] is None else f"speed-up {b['speedup']:.2f}x"
+
+
+def render_csv(rep: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(COLUMNS)
+    for r in rep["rows"]:
+        w.writerow(["|".join(r[c]) if c == "flags" else ("" if r[c] is None else r[c]) for c in COLUMNS])
+    return buf.getvalue()
+
+
+def render_json(rep: dict[str, Any]) -> str:
+    rows = [{c: r[c] for c in COLUMNS} | {"agreement": r["agreement"], "eval_n": r["eval_n"],
+                                          "dataset": r["dataset"], "n_samples": len(r["samples"]),
+                                          "ci_overlap": r["ci_overlap"], "baseline": r["baseline"]}
+            for r in rep["rows"]]
+    return json.dumps({"rows": rows, "best": rep["best"], "max_drop": rep["max_drop"], "alpha": rep["alpha"]},
+                      indent=2, default=str)
+
+
+def render(rep: dict[str, Any], fmt: str) -> str:
+    if fmt == "table":
+        return render_table(rep)
+    if fmt == "csv":
+        return render_csv(rep)
+    if fmt == "json":
+        return render_json(rep)
+    if fmt == "html":
+        from host.results.html_report import render_html
+
+        return render_html(rep)
+    raise ValueError(f"unknown format {fmt!r}")

@@ -1,0 +1,76 @@
+"""Factories for the reference models, importable as `host.zoo.models:classifier` etc.
+
+Each returns a trained nn.Module in eval mode (training it on first use, then from the cache), with
+`input_shape` and `task` attributes that `host quantize --model` reads. `postprocess` and
+`task_metrics` turn raw outputs (from torch here, or from a device) into predictions and scores.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from host.data import metrics as M
+from host.data.datasets import Dataset
+
+
+def _trained(name: str) -> Any:
+    from host.zoo.train import get
+
+    return get(name)
+
+
+def classifier() -> Any:
+    """ResNet-8 on Fashion-MNIST (input 1x1x28x28 normalised, output 10 logits)."""
+    return _trained("classifier")
+
+
+def detector() -> Any:
+    """CenterNet-style detector on shapes-det (input 1x3x64x64, output 1x7x16x16 raw map)."""
+    return _trained("detector")
+
+
+def segmenter() -> Any:
+    """U-Net on shapes-seg (input 1x3x64x64, output 1x4x64x64 logits)."""
+    return _trained("segmenter")
+
+
+classifier.input_shape = (1, 1, 28, 28)
+detector.input_shape = (1, 3, 64, 64)
+segmenter.input_shape = (1, 3, 64, 64)
+
+
+def postprocess(task: str, outputs: np.ndarray) -> Any:
+    """Raw model outputs for a batch -> predictions: class ids (classification), a list of
+    {boxes, scores, labels} per image (detection, decoded + NMS on the host), class maps (segmentation)."""
+    outputs = np.asarray(outputs)
+    if task == "classification":
+        return np.argmax(outputs.reshape(len(outputs), -1), axis=1)
+    if task == "detection":
+        from host.zoo.decode import decode_batch
+
+        return decode_batch(outputs, num_classes=outputs.shape[1] - 4)
+    if task == "segmentation":
+        return np.argmax(outputs, axis=1)
+    raise ValueError(f"unknown task {task!r}")
+
+
+def task_metrics(task: str, outputs: np.ndarray, ds: Dataset) -> dict[str, Any]:
+    """Score raw outputs (N, ...) against a labelled dataset with the task's metric."""
+    outputs = np.asarray(outputs, np.float32)
+    if task == "classification":
+        if ds.y is None:
+            raise ValueError(f"{ds.name} has no labels to score a classifier against")
+        return M.classification_metrics(outputs.reshape(len(outputs), -1), ds.y)
+    if task == "detection":
+        preds = postprocess(task, outputs)
+        gts = [{"boxes": b, "labels": lab} for b, lab in zip(ds.meta["boxes"], ds.meta["labels"])]
+        return M.detection_metrics(preds, gts, num_classes=outputs.shape[1] - 4)
+    if task == "segmentation":
+        target = ds.meta["masks"] if "masks" in ds.meta else ds.y
+        return M.segmentation_metrics(postprocess(task, outputs), target, outputs.shape[1])
+    raise ValueError(f"unknown task {task!r}")
+
+
+HEADLINE = {"classification": "top1", "detection": "map50", "segmentation": "miou"}

@@ -1,0 +1,173 @@
+"""Tiny models for tests and the quantize benchmark, usable as factories ("tests.models_for_tests:small_cnn").
+
+Each factory returns an eval-mode nn.Module carrying `input_shape` (so no --input-shape is needed).
+`*_trained` factories fit the model briefly on Fashion-MNIST (seeded, cached on disk) so that agreement
+checks compare real decision margins instead of the near-ties of random weights.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+FASHION_SHAPE = (1, 1, 28, 28)
+
+
+class SmallCNN(nn.Module):
+    """conv-bn-relu x3 + a Linear head big enough (~0.3 M weights) for int8 to shrink it ~4x."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int, stride: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+        self.features = nn.Sequential(block(1, 32, 1), block(32, 64, 2), block(64, 64, 2))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(64 * 7 * 7, 96), nn.ReLU(), nn.Linear(96, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class MLP(nn.Module):
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
+                                 nn.Linear(128, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class TinyTransformer(nn.Module):
+    """Sequence classifier: (1, 16, 64) tokens -> 2-layer TransformerEncoder -> mean -> Linear."""
+
+    def __init__(self, d: int = 64, classes: int = 10) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(d, nhead=4, dim_feedforward=128, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x).mean(dim=1))
+
+
+class _Residual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.b1 = nn.BatchNorm2d(cout)
+        self.r1 = nn.ReLU()
+        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.b2 = nn.BatchNorm2d(cout)
+        self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                      if stride != 1 or cin != cout else nn.Identity())
+        self.r2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.r2(self.b2(self.c2(self.r1(self.b1(self.c1(x))))) + self.short(x))
+
+
+class ResNet8(nn.Module):
+    """ResNet-8-style CNN (stride-2 stem, 3 residual stages, GAP + Linear), ~78k params at width 16."""
+
+    def __init__(self, width: int = 16, classes: int = 10, in_ch: int = 1) -> None:
+        super().__init__()
+        w = width
+        self.stem = nn.Sequential(nn.Conv2d(in_ch, w, 3, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
+        self.stages = nn.Sequential(_Residual(w, w, 1), _Residual(w, 2 * w, 2), _Residual(2 * w, 4 * w, 2))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4 * w, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
+
+
+def _with_shape(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
+    torch.manual_seed(0)
+    model.input_shape = shape  # read by host.models.torch_source
+    return model.eval()
+
+
+def small_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return _with_shape(SmallCNN(), FASHION_SHAPE)
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return _with_shape(MLP(), FASHION_SHAPE)
+
+
+def tiny_transformer() -> nn.Module:
+    torch.manual_seed(0)
+    return _with_shape(TinyTransformer(), (1, 16, 64))
+
+
+def resnet8() -> nn.Module:
+    torch.manual_seed(0)
+    return _with_shape(ResNet8(), FASHION_SHAPE)
+
+
+def not_a_module() -> str:
+    """A broken factory for the error-path tests."""
+    return "not a model"
+
+
+def _cache_dir() -> Path:
+    d = Path(os.environ.get("EDGEBENCH_TEST_CACHE", Path(tempfile.gettempdir()) / "edgebench-test-models"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def fit(model: nn.Module, samples: int = 2000, epochs: int = 1, seed: int = 0, lr: float = 2e-3) -> nn.Module:
+    """Brief seeded training on Fashion-MNIST (the Debian package; digits if it is missing)."""
+    from host.data.datasets import DatasetError, load_dataset
+
+    try:
+        ds = load_dataset("fashion-mnist", limit=samples)
+    except DatasetError:
+        ds = load_dataset("digits", limit=samples)
+    x, y = torch.from_numpy(ds.x), torch.from_numpy(ds.y)
+    if tuple(x.shape[1:]) != tuple(model.input_shape[1:]):
+        x = torch.nn.functional.interpolate(x, size=model.input_shape[2:])
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), 64):
+            idx = perm[i:i + 64]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+def _trained(name: str, factory, samples: int = 2000) -> nn.Module:
+    model = factory()
+    path = _cache_dir() / f"{name}-{samples}.pt"
+    if path.exists():
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model.eval()
+    fit(model, samples)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(path)
+    return model
+
+
+def small_cnn_trained() -> nn.Module:
+    return _trained("small_cnn", small_cnn)
+
+
+def mlp_trained() -> nn.Module:
+    return _trained("mlp", mlp)
+
+
+def resnet8_trained() -> nn.Module:
+    return _trained("resnet8", resnet8)

@@ -1,0 +1,363 @@
+"""Every runtime installed here runs a real artifact built by its real converter, and its outputs match the
+source framework's outputs for the same inputs (int8 artifacts by dequantized closeness).
+
+TensorRT cannot be installed in this workplace: its pure parts (flag mapping, cache keys) and its clear
+missing-runtime error are tested instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from agent import runtimes as registry
+from agent.runtimes.base import RunnerError, RunnerOptions, dequantize_output, quantize_input
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def has(mod: str) -> bool:
+    try:
+        return importlib.util.find_spec(mod) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+needs_tf = pytest.mark.skipif(not has("tensorflow"), reason="needs tensorflow-cpu (extra: host) to build .tflite")
+needs_litert = pytest.mark.skipif(not has("ai_edge_litert"), reason="needs ai-edge-litert (extra: tflite)")
+needs_torch = pytest.mark.skipif(not has("torch"), reason="needs torch (extra: torch)")
+needs_et = pytest.mark.skipif(not has("executorch"), reason="needs executorch (extra: executorch)")
+needs_ort = pytest.mark.skipif(not (has("onnxruntime") and has("onnx") and has("torch")),
+                               reason="needs onnxruntime + onnx + torch (extras: onnx, host)")
+
+RNG = np.random.default_rng(7)
+X_NHWC = RNG.standard_normal((4, 1, 12, 12, 3)).astype(np.float32)   # 4 distinct single-image batches
+X_NCHW = np.ascontiguousarray(X_NHWC.transpose(0, 1, 4, 2, 3))
+
+
+def _load(runner_cls: type, path: Path, **kw: object) -> object:
+    r = runner_cls()
+    r.load(str(path), RunnerOptions(**kw))
+    return r
+
+
+# -- .tflite ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tflite_models(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tf = pytest.importorskip("tensorflow", reason="needs tensorflow-cpu (extra: host) to build .tflite")
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((12, 12, 3), batch_size=1, name="image")
+    x = tf.keras.layers.Conv2D(8, 3, activation="relu")(inp)
+    x = tf.keras.layers.MaxPooling2D()(x)
+    x = tf.keras.layers.Flatten()(x)
+    out = tf.keras.layers.Dense(6)(x)
+    model = tf.keras.Model(inp, out)
+    d = tmp_path_factory.mktemp("tflite")
+    fp32 = d / "fp32.tflite"
+    fp32.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+
+    calib = np.random.default_rng(1).standard_normal((32, 1, 12, 12, 3)).astype(np.float32)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([c] for c in calib)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    int8 = d / "int8.tflite"
+    int8.write_bytes(conv.convert())
+    ref = np.stack([model(x, training=False).numpy() for x in X_NHWC])
+    return {"fp32": fp32, "int8": int8, "ref": ref}
+
+
+def _run_all(runner: object, xs: np.ndarray) -> np.ndarray:
+    spec_in, spec_out = runner.input_specs()[0], runner.output_specs()[0]
+    outs = []
+    for x in xs:
+        y = runner.infer({spec_in.name: quantize_input(x, spec_in)})[spec_out.name]
+        outs.append(dequantize_output(y, spec_out))
+    return np.stack(outs)
+
+
+@needs_tf
+@needs_litert
+@pytest.mark.parametrize("xnnpack", ["1", "0"])
+def test_litert_fp32_matches_keras(tflite_models: dict, xnnpack: str) -> None:
+    from agent.runtimes.tflite import LiteRTRunner
+    r = _load(LiteRTRunner, tflite_models["fp32"], threads=1, runtime_options={"xnnpack": xnnpack})
+    spec = r.input_specs()[0]
+    assert (spec.dtype, spec.shape, spec.scale) == ("float32", [1, 12, 12, 3], 0.0)
+    np.testing.assert_allclose(_run_all(r, X_NHWC), tflite_models["ref"], atol=1e-4, rtol=1e-4)
+    d = r.describe()
+    assert d["runtime"] == "litert" and d["threads"] == 1 and d["version"]
+    assert d["delegate"] == ("xnnpack" if xnnpack == "1" else "none")
+
+
+@needs_tf
+@needs_litert
+def test_litert_int8_io_matches_keras_after_dequantize(tflite_models: dict) -> None:
+    from agent.runtimes.tflite import LiteRTRunner
+    r = _load(LiteRTRunner, tflite_models["int8"], threads=1)
+    sin, sout = r.input_specs()[0], r.output_specs()[0]
+    assert sin.dtype == "int8" and sout.dtype == "int8"
+    assert sin.scale > 0 and sout.scale > 0 and -128 <= sin.zero_point <= 127
+    got, ref = _run_all(r, X_NHWC), tflite_models["ref"]
+    # int8 end to end: a few output quantization steps of error, and the same ranking of the 6 logits
+    span = float(ref.max() - ref.min())
+    assert np.abs(got - ref).max() < max(6 * sout.scale, 0.08 * span), (got, ref)
+    assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.75
+    # XNNPACK's int8 kernels and the builtin reference kernels agree to one quantization step
+    off = _load(LiteRTRunner, tflite_models["int8"], threads=1, runtime_options={"xnnpack": "false"})
+    feed = {sin.name: quantize_input(X_NHWC[0], sin)}
+    a, b = r.infer(feed)[sout.name].astype(int), off.infer(feed)[sout.name].astype(int)
+    assert np.abs(a - b).max() <= 1
+
+
+@needs_tf
+def test_tf_lite_interpreter_matches_keras(tflite_models: dict) -> None:
+    from agent.runtimes.tflite import TFLiteTFRunner
+    r = _load(TFLiteTFRunner, tflite_models["fp32"], threads=2)
+    np.testing.assert_allclose(_run_all(r, X_NHWC), tflite_models["ref"], atol=1e-4, rtol=1e-4)
+    assert r.describe()["runtime"] == "tf-lite" and r.describe()["threads"] == 2
+
+
+@needs_tf
+def test_tflite_runtime_runs_or_says_which_extra(tflite_models: dict) -> None:
+    from agent.runtimes.tflite import TFLiteRuntimeRunner
+    try:
+        r = _load(TFLiteRuntimeRunner, tflite_models["fp32"], threads=1)
+    except RunnerError as e:  # not installed here, or built for numpy 1 (FACTS: numpy<2 venv only)
+        assert e.code == "runtime-missing" and "tflite-legacy" in e.message or "numpy" in e.message
+        return
+    np.testing.assert_allclose(_run_all(r, X_NHWC), tflite_models["ref"], atol=1e-4, rtol=1e-4)
+
+
+@needs_tf
+@needs_litert
+def test_tflite_bad_inputs_and_corrupt_model_are_runner_errors(tflite_models: dict, tmp_path: Path) -> None:
+    from agent.runtimes.tflite import LiteRTRunner
+    r = _load(LiteRTRunner, tflite_models["fp32"])
+    name = r.input_specs()[0].name
+    with pytest.raises(RunnerError) as e:
+        r.infer({name: X_NHWC[0].astype(np.float64)})
+    assert e.value.code == "bad-input" and "float32" in e.value.message
+    with pytest.raises(RunnerError) as e:
+        r.infer({name: np.zeros((1, 5, 5, 3), np.float32)})
+    assert e.value.code == "bad-input" and "shape" in e.value.message
+    # a feed under another name is taken positionally (single-input models from other tools)
+    out = r.infer({"x": X_NHWC[1]})
+    np.testing.assert_allclose(next(iter(out.values())), tflite_models["ref"][1], atol=1e-4)
+    bad = tmp_path / "corrupt.tflite"
+    bad.write_bytes(tflite_models["fp32"].read_bytes()[:300])
+    with pytest.raises(RunnerError) as e:
+        _load(LiteRTRunner, bad)
+    assert e.value.code == "load-failed"
+
+
+# -- torch: .ptl, .pt, .pte, .onnx from one module -------------------------------------------------
+@pytest.fixture(scope="module")
+def torch_model() -> object:
+    torch = pytest.importorskip("torch", reason="needs torch (extra: torch)")
+    torch.manual_seed(0)
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3)
+            self.fc = torch.nn.Linear(8 * 5 * 5, 6)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.nn.functional.max_pool2d(torch.relu(self.conv(x)), 2).flatten(1))
+
+    m = Net().eval()
+    with torch.no_grad():
+        ref = np.stack([m(torch.from_numpy(x)).numpy() for x in X_NCHW])
+    return SimpleNamespace(module=m, ref=ref)
+
+
+MANIFEST = {"inputs": [{"name": "image", "shape": [1, 3, 12, 12], "dtype": "float32"}],
+            "outputs": [{"name": "logits", "shape": [1, 6], "dtype": "float32"}]}
+
+
+@needs_torch
+@pytest.mark.parametrize("fmt", ["ptl", "torchscript"])
+def test_torch_mobile_matches_eager(torch_model: SimpleNamespace, tmp_path: Path, fmt: str) -> None:
+    import torch
+    from agent.runtimes.torch_mobile import TorchMobileRunner
+    scripted = torch.jit.script(torch_model.module)
+    path = tmp_path / ("m.ptl" if fmt == "ptl" else "m.pt")
+    if fmt == "ptl":
+        scripted._save_for_lite_interpreter(str(path))
+    else:
+        scripted.save(str(path))
+    r = _load(TorchMobileRunner, path, threads=1, manifest={**MANIFEST, "format": fmt})
+    assert [(s.name, s.shape) for s in r.input_specs()] == [("image", [1, 3, 12, 12])]
+    got = np.stack([r.infer({"image": x})["logits"] for x in X_NCHW])
+    np.testing.assert_allclose(got, torch_model.ref, atol=1e-5, rtol=1e-5)
+    d = r.describe()
+    assert d["interpreter"] == ("lite-interpreter" if fmt == "ptl" else "torchscript") and d["threads"] == 1
+    # without manifest specs it still runs given feeds, but cannot invent inputs
+    bare = _load(TorchMobileRunner, path)
+    with pytest.raises(RunnerError, match="manifest must list inputs"):
+        bare.input_specs()
+    np.testing.assert_allclose(bare.infer({"x": X_NCHW[0]})["output_0"], torch_model.ref[0], atol=1e-5)
+    with pytest.raises(RunnerError) as e:
+        r.infer({"image": np.zeros((1, 4, 12, 12), np.float32)})
+    assert e.value.code == "bad-input"
+
+
+@needs_torch
+@needs_et
+def test_executorch_xnnpack_pte_matches_eager(torch_model: SimpleNamespace, tmp_path: Path) -> None:
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from agent.runtimes.executorch import ExecuTorchRunner
+    ep = torch.export.export(torch_model.module, (torch.from_numpy(X_NCHW[0]),))
+    prog = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()
+    path = tmp_path / "m.pte"
+    path.write_bytes(prog.buffer)
+    r = _load(ExecuTorchRunner, path, threads=1)
+    spec = r.input_specs()[0]
+    assert (spec.dtype, spec.shape) == ("float32", [1, 3, 12, 12])  # from the program's method metadata
+    assert r.output_specs()[0].shape == [1, 6]
+    got = np.stack([r.infer({spec.name: x})[r.output_specs()[0].name] for x in X_NCHW])
+    np.testing.assert_allclose(got, torch_model.ref, atol=1e-4, rtol=1e-4)
+    d = r.describe()
+    assert d["delegate"] == "xnnpack" and d["threads"] == 1 and d["version"]
+    named = _load(ExecuTorchRunner, path, manifest=MANIFEST)  # manifest names win over generic ones
+    assert named.input_specs()[0].name == "image" and "logits" in named.infer({"image": X_NCHW[0]})
+
+
+@pytest.fixture(scope="module")
+def onnx_path(torch_model: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+    path = tmp_path_factory.mktemp("onnx") / "m.onnx"
+    torch.onnx.export(torch_model.module, (torch.from_numpy(X_NCHW[0]),), str(path), input_names=["image"],
+                      output_names=["logits"], dynamo=False)
+    return path
+
+
+@needs_ort
+def test_onnxruntime_cpu_matches_eager(torch_model: SimpleNamespace, onnx_path: Path) -> None:
+    from agent.runtimes.onnxruntime import OnnxRuntimeRunner
+    r = _load(OnnxRuntimeRunner, onnx_path, threads=1, runtime_options={"provider": "cpu"})
+    assert [(s.name, s.dtype, s.shape) for s in r.input_specs()] == [("image", "float32", [1, 3, 12, 12])]
+    got = np.stack([r.infer({"image": x})["logits"] for x in X_NCHW])
+    np.testing.assert_allclose(got, torch_model.ref, atol=1e-5, rtol=1e-5)
+    d = r.describe()
+    assert d["delegate"] == "cpu" and d["providers"] == ["CPUExecutionProvider"] and d["threads"] == 1
+
+
+@needs_ort
+def test_onnxruntime_qdq_int8_is_close_to_fp32(torch_model: SimpleNamespace, onnx_path: Path, tmp_path: Path) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from agent.runtimes.onnxruntime import OnnxRuntimeRunner
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter({"image": x} for x in np.random.default_rng(3).standard_normal((32, 1, 3, 12, 12))
+                           .astype(np.float32))
+
+        def get_next(self) -> dict | None:
+            return next(self.it, None)
+
+    qdq = tmp_path / "m.qdq.onnx"
+    quantize_static(str(onnx_path), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    r = _load(OnnxRuntimeRunner, qdq, threads=1)
+    got = np.stack([r.infer({"image": x})["logits"] for x in X_NCHW])
+    ref = torch_model.ref
+    assert not np.allclose(got, ref, atol=1e-6)  # it really is quantized...
+    assert np.abs(got - ref).max() < 0.1 * float(ref.max() - ref.min())  # ...and still close
+
+
+@needs_ort
+def test_onnxruntime_cuda_request_without_cuda_is_clear(onnx_path: Path) -> None:
+    import onnxruntime as ort
+    from agent.runtimes.onnxruntime import OnnxRuntimeRunner, choose_providers
+    assert choose_providers("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert choose_providers("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == "CUDAExecutionProvider"
+    assert choose_providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA; the missing-provider error cannot be shown here")
+    with pytest.raises(RunnerError) as e:
+        _load(OnnxRuntimeRunner, onnx_path, runtime_options={"provider": "cuda"})
+    assert e.value.code == "runtime-missing" and "onnxruntime-gpu" in e.value.message
+
+
+# -- TensorRT: what can be tested without it -------------------------------------------------------
+def test_tensorrt_flag_mapping() -> None:
+    from agent.runtimes.tensorrt import build_flags
+    assert build_flags({"precision": "fp32"})["flags"] == []
+    assert build_flags({"precision": "fp16"})["flags"] == ["FP16"]
+    assert build_flags({"precision": "int8"})["flags"] == ["FP16", "INT8"]
+    assert build_flags({"precision": "int8", "engine": {"fp16_fallback": False}})["flags"] == ["INT8"]
+    typed = build_flags({"precision": "int8", "engine": {"strongly_typed": True}})
+    assert typed["strongly_typed"] and typed["flags"] == []
+    assert build_flags({"precision": "fp32", "engine": {"tf32": False}})["flags"] == ["-TF32"]
+    dla = build_flags({"precision": "fp16", "engine": {"dla_core": 0}})
+    assert dla["dla_core"] == 0 and dla["flags"] == ["FP16", "GPU_FALLBACK"]
+    with pytest.raises(RunnerError, match="dynamic-int8"):
+        build_flags({"precision": "dynamic-int8"})
+
+
+def test_tensorrt_cache_key_changes_with_every_input(tmp_path: Path) -> None:
+    from agent.runtimes.tensorrt import build_flags, cache_key, engine_path, timing_cache_path
+    f16 = build_flags({"precision": "fp16"})
+    base = cache_key("ab" * 32, "10.3.0", "Orin", f16)
+    assert base == cache_key("ab" * 32, "10.3.0", "Orin", build_flags({"precision": "fp16"}))  # stable
+    others = {cache_key("cd" * 32, "10.3.0", "Orin", f16), cache_key("ab" * 32, "10.4.0", "Orin", f16),
+              cache_key("ab" * 32, "10.3.0", "Xavier", f16),
+              cache_key("ab" * 32, "10.3.0", "Orin", build_flags({"precision": "int8"}))}
+    assert base not in others and len(others) == 4
+    assert engine_path(str(tmp_path), base) == str(tmp_path / "trt-engines" / f"{base}.engine")
+    tc = timing_cache_path(str(tmp_path), "10.3.0", "NVIDIA Orin (nvgpu)")
+    assert Path(tc).parent == tmp_path / "trt-engines" and " " not in Path(tc).name and "10.3.0" in tc
+    with pytest.raises(RunnerError):
+        cache_key("", "10.3.0", "Orin", f16)
+
+
+@pytest.mark.skipif(has("tensorrt"), reason="tensorrt is installed: the missing-runtime error cannot be shown")
+def test_tensorrt_missing_is_one_clear_error(tmp_path: Path) -> None:
+    from agent.runtimes.tensorrt import TensorRTRunner
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"not used")
+    with pytest.raises(RunnerError) as e:
+        TensorRTRunner().load(str(onnx), RunnerOptions(manifest={"precision": "fp16"}))
+    assert e.value.code == "runtime-missing" and "edgebench[tensorrt]" in e.value.message
+    with pytest.raises(RunnerError) as e:
+        registry.choose("onnx", forced="tensorrt")
+    assert e.value.code == "runtime-missing" and "edgebench[tensorrt]" in e.value.message
+
+
+# -- registry --------------------------------------------------------------------------------------
+def test_describe_all_imports_no_heavy_library() -> None:
+    code = ("import sys, json; from agent import runtimes; d = runtimes.describe_all(); "
+            "heavy = [m for m in ('torch', 'tensorflow', 'executorch', 'onnxruntime', 'ai_edge_litert', 'tensorrt') "
+            "if m in sys.modules]; print(json.dumps({'heavy': heavy, 'names': [r['name'] for r in d], "
+            "'available': {r['name']: r['available'] for r in d}}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=60,
+                         check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["heavy"] == []
+    assert {"litert", "tflite-runtime", "tf-lite", "torch-mobile", "executorch", "onnxruntime",
+            "tensorrt"} <= set(got["names"])
+    assert got["available"]["tensorrt"] is has("tensorrt")
+    assert got["available"]["litert"] is has("ai_edge_litert")
+
+
+@needs_litert
+def test_registry_creates_each_installed_runner() -> None:
+    assert registry.choose("tflite").name == "litert"
+    for entry in registry.RUNTIMES:
+        if registry.is_installed(entry):
+            runner = registry.create(entry)
+            assert runner.name == entry.name, entry
+
