@@ -133,7 +133,7 @@ def test_tflite_runtime_runs_or_says_which_extra(tflite_models: dict) -> None:
     try:
         r = _load(TFLiteRuntimeRunner, tflite_models["fp32"], threads=1)
     except RunnerError as e:  # not installed here, or built for numpy 1 (FACTS: numpy<2 venv only)
-        assert e.code == "runtime-missing" and "tflite-legacy" in e.message or "numpy" in e.message
+        assert e.code == "runtime-missing" and ("tflite-legacy" in e.message or "numpy" in e.message)
         return
     np.testing.assert_allclose(_run_all(r, X_NHWC), tflite_models["ref"], atol=1e-4, rtol=1e-4)
 
@@ -189,6 +189,7 @@ MANIFEST = {"inputs": [{"name": "image", "shape": [1, 3, 12, 12], "dtype": "floa
 @pytest.mark.parametrize("fmt", ["ptl", "torchscript"])
 def test_torch_mobile_matches_eager(torch_model: SimpleNamespace, tmp_path: Path, fmt: str) -> None:
     import torch
+
     from agent.runtimes.torch_mobile import TorchMobileRunner
     scripted = torch.jit.script(torch_model.module)
     path = tmp_path / ("m.ptl" if fmt == "ptl" else "m.pt")
@@ -218,6 +219,7 @@ def test_executorch_xnnpack_pte_matches_eager(torch_model: SimpleNamespace, tmp_
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
+
     from agent.runtimes.executorch import ExecuTorchRunner
     ep = torch.export.export(torch_model.module, (torch.from_numpy(X_NCHW[0]),))
     prog = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()
@@ -258,6 +260,7 @@ def test_onnxruntime_cpu_matches_eager(torch_model: SimpleNamespace, onnx_path: 
 @needs_ort
 def test_onnxruntime_qdq_int8_is_close_to_fp32(torch_model: SimpleNamespace, onnx_path: Path, tmp_path: Path) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
     from agent.runtimes.onnxruntime import OnnxRuntimeRunner
 
     class Reader(CalibrationDataReader):
@@ -281,6 +284,7 @@ def test_onnxruntime_qdq_int8_is_close_to_fp32(torch_model: SimpleNamespace, onn
 @needs_ort
 def test_onnxruntime_cuda_request_without_cuda_is_clear(onnx_path: Path) -> None:
     import onnxruntime as ort
+
     from agent.runtimes.onnxruntime import OnnxRuntimeRunner, choose_providers
     assert choose_providers("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     assert choose_providers("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == "CUDAExecutionProvider"

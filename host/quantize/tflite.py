@@ -161,6 +161,13 @@ def _convert_keras(req: QuantizeRequest, tfm: Any, shape: tuple[int, ...], path:
             if req.calib_method != "minmax":
                 extra_warnings.append(f"--calib-method {req.calib_method} is not offered by TFLiteConverter; "
                                       "calibrated with min/max")
+        else:
+            # The QAT model carries its learned ranges; TFLiteConverter still insists on a
+            # representative dataset for full-integer conversion, so it gets a slice of the data.
+            ds = req.calib if req.calib is not None else req.train
+            x = fit_to_shape(ds.x[:min(req.calib_samples, 100)], shape)
+            conv.representative_dataset = _representative(x, say)
+            calibration["representative_samples"] = int(len(x))
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if not req.per_channel:
             conv._experimental_disable_per_channel = True  # noqa: SLF001 - the converter's only per-tensor switch
@@ -224,13 +231,14 @@ def _qat_model(req: QuantizeRequest, tfm: Any, shape: tuple[int, ...],
         raise QuantizeError("qat needs labelled training data (--train fashion-mnist, an image folder, an .npz "
                             "with x and y) or --train-fn package.module:train")
     x, y = fit_to_shape(ds.x, shape), np.asarray(ds.y).astype(np.int64)
-    history = _fit(qmodel, base, x, y, req.epochs, say)
+    lr = float(req.extra.get("lr", QAT_LR))
+    history = _fit(qmodel, base, x, y, req.epochs, lr, say)
     return qmodel, {"method": "qat", "dataset": ds.name, "samples": int(len(x)), "epochs": req.epochs,
-                    "optimizer": f"Adam(lr={QAT_LR})", "batch_size": QAT_BATCH, "history": history,
+                    "optimizer": f"Adam(lr={lr})", "batch_size": QAT_BATCH, "history": history,
                     "library": "tensorflow-model-optimization quantize_model (tf_keras)"}
 
 
-def _fit(qmodel: Any, base: Any, x: np.ndarray, y: np.ndarray, epochs: int,
+def _fit(qmodel: Any, base: Any, x: np.ndarray, y: np.ndarray, epochs: int, lr: float,
          say: Callable[[str], None]) -> list[dict[str, Any]]:
     import tf_keras
 
@@ -244,7 +252,7 @@ def _fit(qmodel: Any, base: Any, x: np.ndarray, y: np.ndarray, epochs: int,
             say(f"qat epoch {epoch + 1}/{epochs}: loss {logs.get('loss', float('nan')):.4f}, "
                 f"train accuracy {logs.get('accuracy', float('nan')):.1%}")
 
-    qmodel.compile(optimizer=tf_keras.optimizers.Adam(QAT_LR),
+    qmodel.compile(optimizer=tf_keras.optimizers.Adam(lr),
                    loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
                    metrics=["accuracy"])
     say(f"tflite qat: fine-tuning on {len(x)} samples for {epochs} epoch(s)")

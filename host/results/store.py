@@ -54,6 +54,8 @@ class ResultStore:
         rec = dict(rec)
         rec.setdefault("created", time.time())
         cols = [rec.get(c, "") for c in _COLUMNS]
+        rt = rec.get("runtime")
+        cols[_COLUMNS.index("runtime")] = rt.get("name", "") if isinstance(rt, dict) else (rt or "")
         with self._lock, self.db:
             cur = self.db.execute(
                 f"INSERT INTO {table} ({', '.join(_COLUMNS)}, record) VALUES ({', '.join('?' * len(_COLUMNS))}, ?)",

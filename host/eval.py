@@ -1,0 +1,253 @@
+"""Accuracy measured on the device: stream samples through the agent's Infer, score on the host.
+
+For each sample the host lays the image out as the artifact expects (NCHW or NHWC), quantizes it
+with the manifest's input scale/zero-point when the artifact has integer I/O, sends it, and
+dequantizes what comes back. The outputs are scored against the labels with the task metric
+(top-1/top-5, mAP, mIoU) and against the FP32 source model's outputs on the same samples
+(agreement, cosine), and an eval record is stored beside the latency results.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+
+from host.artifacts import Artifact, TensorInfo
+from host.data import metrics as M
+from host.data.datasets import Dataset, load_dataset
+from host.errors import UserError
+
+Log = Callable[[str], None]
+# FP32 reference outputs, keyed by (source sha256, dataset name, n): every artifact of one model
+# in a run (the demo evaluates a dozen) reuses one host-side pass of the source model.
+_REFERENCE_CACHE: dict[tuple[str, str, int], tuple[Optional[np.ndarray], str]] = {}
+
+
+class EvalError(UserError):
+    """A data set that does not fit the artifact (shape, task, labels): one line."""
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def load_eval_data(spec: str, limit: Optional[int]) -> Dataset:
+    """Built-in data sets default to their test split for evaluation (fashion-mnist -> :test)."""
+    name, _, split = spec.partition(":")
+    if name in ("fashion-mnist", "shapes-det", "shapes-seg", "shapes") and not split:
+        return load_dataset(name, split="test", limit=limit)
+    return load_dataset(spec, limit=limit)
+
+
+def input_layout(art: Artifact, ds: Dataset) -> str:
+    """NCHW or NHWC: the manifest's preprocessing says so, else the input shape does."""
+    lay = (art.manifest.preprocessing or {}).get("layout")
+    if lay in ("NCHW", "NHWC"):
+        return lay
+    ins = art.manifest.inputs
+    if ins and len(ins[0].shape) == 4 and ds.x.ndim == 4:
+        c = ds.x.shape[1]
+        if ins[0].shape[-1] == c and ins[0].shape[1] != c:
+            return "NHWC"
+    return "NCHW"
+
+
+def quantize(x: np.ndarray, t: TensorInfo) -> np.ndarray:
+    """Float data -> the artifact's input dtype (integer I/O uses the manifest's scale/zero-point)."""
+    dt = np.dtype(t.dtype or "float32")
+    if dt.kind == "f":
+        return x.astype(dt, copy=False)
+    if not t.scale:
+        raise EvalError(f"input {t.name!r} is {t.dtype} but the manifest has no quantization scale")
+    info = np.iinfo(dt)
+    return np.clip(np.round(x / t.scale + t.zero_point), info.min, info.max).astype(dt)
+
+
+def dequantize(y: np.ndarray, t: Optional[TensorInfo]) -> np.ndarray:
+    if y.dtype.kind == "f":
+        return y.astype(np.float32, copy=False)
+    if t is None or not t.scale:
+        raise EvalError(f"the device returned {y.dtype} outputs but the manifest has no scale to dequantize them")
+    return (y.astype(np.float32) - t.zero_point) * t.scale
+
+
+def _pick_output(out: dict[str, np.ndarray], art: Artifact) -> tuple[np.ndarray, Optional[TensorInfo]]:
+    specs = art.manifest.outputs
+    for t in specs:
+        if t.name in out:
+            return out[t.name], t
+    first = next(iter(out.values()))
+    return first, (specs[0] if specs else None)
+
+
+def _feeds(x: np.ndarray, art: Artifact, batch: int) -> Iterator[dict[str, np.ndarray]]:
+    t = art.manifest.inputs[0]
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch]
+        if len(xb) < batch:  # a fixed-batch model: pad the tail, the extra outputs are dropped
+            xb = np.concatenate([xb, np.repeat(xb[-1:], batch - len(xb), axis=0)])
+        yield {t.name: np.ascontiguousarray(quantize(xb, t))}
+
+
+def _to_nchw(y: np.ndarray, like: Optional[np.ndarray], layout: str) -> np.ndarray:
+    """Device outputs in the source's layout: transposed when they come back channels-last."""
+    if y.ndim != 4:
+        return y
+    if like is not None:
+        if y.shape[1:] == like.shape[1:]:
+            return y
+        if y.transpose(0, 3, 1, 2).shape[1:] == like.shape[1:]:
+            return y.transpose(0, 3, 1, 2)
+        return y
+    return y.transpose(0, 3, 1, 2) if layout == "NHWC" else y
+
+
+def reference_outputs(art: Artifact, ds: Dataset, log: Log = _stderr) -> tuple[Optional[np.ndarray], str]:
+    """The FP32 source model's outputs on ds (NCHW float), run on the host; (None, why) when the
+    source cannot be loaded here."""
+    src = art.manifest.source or {}
+    spec = src.get("spec") or src.get("path")
+    if not spec:
+        return None, "the manifest names no source model"
+    key = (src.get("sha256") or spec, ds.name, len(ds))
+    if key in _REFERENCE_CACHE:
+        return _REFERENCE_CACHE[key]
+    try:
+        from host.models import load_source
+
+        shape = src.get("input_shape")
+        source = load_source(spec, tuple(shape) if shape else None, art.manifest.task)
+        log(f"eval: running the FP32 source {spec} on the host for reference outputs")
+        if source.is_torch:
+            from host.zoo.train import predict
+
+            ref = predict(source.torch_module(), ds.x)
+        elif source.kind == "onnx":
+            import onnxruntime as ort
+
+            sess = ort.InferenceSession(str(source.path), providers=["CPUExecutionProvider"])
+            name = sess.get_inputs()[0].name
+            ref = np.concatenate([sess.run(None, {name: ds.x[i:i + 1]})[0] for i in range(len(ds))])
+        else:  # Keras / SavedModel take channels-last images
+            model = source.load()
+            ref = np.asarray(model.predict(ds.to_layout("NHWC"), verbose=0))
+            if ref.ndim == 4:
+                ref = ref.transpose(0, 3, 1, 2)
+        result: tuple[Optional[np.ndarray], str] = (np.asarray(ref, np.float32), f"{source.kind}:{spec}")
+    except (UserError, ImportError, RuntimeError, ValueError, OSError) as e:
+        result = (None, f"source {spec} not usable on this host: {str(e).splitlines()[0] if str(e) else e}")
+    _REFERENCE_CACHE[key] = result
+    return result
+
+
+def evaluate(client: Any, target: Any, art: Artifact, data: str | Dataset, limit: Optional[int] = 1000,
+             store: Any = None, log: Log = _stderr, options: Any = None) -> dict[str, Any]:
+    """Run `data` through `art` on the agent behind `client` (already pushed there), score it and
+    store an eval record (when `store` is given). Returns the record."""
+    m = art.manifest
+    ds = data if isinstance(data, Dataset) else load_eval_data(data, limit)
+    if limit and len(ds) > limit:
+        ds = ds.take(limit)
+    if not m.inputs:
+        raise EvalError(f"{art.path.name} has no input spec in its manifest; produce it with host quantize")
+    if m.task != ds.task:
+        raise EvalError(f"{art.path.name} is a {m.task} model but {ds.name} is a {ds.task} data set")
+    if ds.task == "classification" and ds.y is None:
+        raise EvalError(f"{ds.name} has no labels: accuracy needs a labelled data set")
+    layout = input_layout(art, ds)
+    x = ds.to_layout(layout)
+    want = [d for d in m.inputs[0].shape[1:]]
+    if want and all(d > 0 for d in want) and list(x.shape[1:]) != want:
+        raise EvalError(f"{ds.name} gives samples of shape {list(x.shape[1:])} but {art.path.name} "
+                        f"takes {want} ({layout})")
+    batch = m.inputs[0].shape[0] if m.inputs[0].shape and m.inputs[0].shape[0] > 0 else 1
+    ref, ref_note = reference_outputs(art, ds, log)
+
+    name = art.path.name
+    outs, lat = [], []
+    t0 = last = time.monotonic()
+    for out, ms in client.infer(m.sha256, _feeds(x, art, batch), options):
+        y, spec = _pick_output(out, art)
+        outs.append(dequantize(y, spec))
+        lat.append(ms)
+        now = time.monotonic()
+        if now - last >= 2.0:
+            last = now
+            log(f"eval {name}: {min(len(outs) * batch, len(ds))}/{len(ds)} samples")
+    if len(outs) * batch < len(ds):
+        raise EvalError(f"the agent answered {len(outs) * batch} of {len(ds)} samples for {name}")
+    y = np.concatenate(outs)[:len(ds)]
+    y = _to_nchw(y, ref, layout)
+    metrics = _jsonable(_score(m.task, y, ds))
+    agree = _jsonable(M.agreement(y, ref)) if ref is not None and ref.shape == y.shape else {}
+    ref_metrics = _jsonable(_score(m.task, ref, ds)) if ref is not None else {}
+    rec = {
+        "target": getattr(target, "name", str(target)), "target_kind": getattr(target, "kind", ""),
+        "sha256": m.sha256, "artifact": name, "model_name": m.model_name, "platform": m.platform,
+        "method": m.method, "precision": m.precision, "format": m.format, "size_bytes": m.size_bytes,
+        "dataset": ds.name, "n": len(ds), "task": m.task, "layout": layout,
+        "metrics": metrics, "agreement": agree, "reference": ref_note, "reference_metrics": ref_metrics,
+        "latency_ms_mean": float(np.mean(lat)) if lat else None, "wall_s": round(time.monotonic() - t0, 2),
+        "manifest": {"inputs": [t.__dict__ for t in m.inputs], "outputs": [t.__dict__ for t in m.outputs],
+                     "preprocessing": m.preprocessing, "source": m.source},
+    }
+    if store is not None:
+        rec["id"] = store.add_eval(rec)
+    log(f"eval {name}: {_summary(rec)}")
+    return rec
+
+
+def _score(task: str, y: np.ndarray, ds: Dataset) -> dict[str, Any]:
+    from host.zoo.models import task_metrics
+
+    return task_metrics(task, y, ds)
+
+
+def _summary(rec: dict[str, Any]) -> str:
+    parts = [f"{k} {100 * v:.2f}%" for k, v in rec["metrics"].items() if isinstance(v, float)]
+    a = rec["agreement"]
+    if a:
+        parts.append(f"agreement {100 * a['top1_agreement']:.2f}% cosine {a['cosine']:.5f}")
+    return f"n={rec['n']} " + ", ".join(parts)
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, (np.floating, np.integer)):
+            v = v.item()
+        if isinstance(v, float) and v != v:  # NaN is not JSON
+            v = None
+        out[k] = v
+    return out
+
+
+def run_eval(target_name: str, artifact: str, data: str, limit: Optional[int], db: Any,
+             threads: int = 0, runtime: str = "", log: Log = _stderr) -> dict[str, Any]:
+    """`host eval`: connect to the target's agent, push the artifact if needed, evaluate, store."""
+    from host.artifacts import load_artifact
+    from host.client import AgentClient
+    from host.results.store import ResultStore
+    from host.targets import get_target
+    from host.transports import open_transport
+
+    target = get_target(target_name)
+    art = load_artifact(artifact)
+    ds = load_eval_data(data, limit)
+    store = ResultStore(db)
+    transport = open_transport(target)
+    try:
+        address = transport.connect(log)
+        with AgentClient(address) as client:
+            pushed = client.push(art.path, art.manifest.sha256, art.manifest.format, art.manifest.to_json())
+            if not pushed["already_present"]:
+                log(f"eval: pushed {art.path.name} ({pushed['sent'] / 2**20:.2f} MiB) to {target.name}")
+            ro = {"prefer": ",".join(target.prefer_runtimes)} if target.prefer_runtimes else {}
+            opts = AgentClient.run_options(threads=threads or target.threads, runtime=runtime, runtime_options=ro)
+            return evaluate(client, target, art, ds, limit, store, log, opts)
+    finally:
+        transport.close()
+        store.close()

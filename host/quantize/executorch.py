@@ -1,0 +1,189 @@
+"""Platform `executorch`: `.pte` programs lowered to the XNNPACK delegate.
+
+fp32    torch.export -> to_edge_transform_and_lower(XnnpackPartitioner) -> .pte
+static  torch.export -> prepare_pt2e(XNNPACKQuantizer, observers from --calib-method) -> calibrate
+        -> convert_pt2e -> re-export -> lower
+qat     export (dynamic batch) -> prepare_qat_pt2e -> fine-tune -> convert_pt2e -> re-export -> lower
+
+The host check runs the .pte with the ExecuTorch runtime (executorch.runtime) on a held-out slice.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Optional
+
+from host.artifacts import Artifact
+from host.quantize import checks
+from host.quantize.base import Converter, QuantizeError, QuantizeRequest
+from host.quantize.calibration import (
+    OBSERVER_NAMES,
+    calib_array,
+    run_torch_calibration,
+    xnnpack_quantization_config,
+)
+from host.quantize.qat import finetune
+
+_QDQ_MARK = ("quantize_per_tensor", "quantize_per_channel", "dequantize_per_tensor", "dequantize_per_channel",
+             "choose_qparams")
+_SKIP = ("getitem", "executorch_call_delegate", "alloc", "view_copy", "_assert")
+
+
+def _is_dq(node: Any) -> bool:
+    return getattr(node, "op", "") == "call_function" and "dequantize" in str(node.target)
+
+
+def ops_by_precision(graph_module: Any) -> dict[str, dict[str, int]]:
+    """Op counts of a PT2E-converted graph: an op fed by a dequantize node runs in int8 after lowering."""
+    pairs = []
+    for node in graph_module.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = str(node.target)
+        if any(k in name for k in _QDQ_MARK) or any(k in name for k in _SKIP):
+            continue
+        tensor_args = [a for a in node.args if hasattr(a, "op")]
+        prec = "int8" if tensor_args and _is_dq(tensor_args[0]) else "fp32"
+        pairs.append((name, prec))
+    return checks.count_ops(pairs)
+
+
+def delegation(edge: Any) -> dict[str, Any]:
+    """What XNNPACK took: delegate calls and the ops left to portable kernels."""
+    gm = edge.exported_program().graph_module
+    delegates, outside = 0, {}
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = str(node.target)
+        if "executorch_call_delegate" in name:
+            delegates += 1
+        elif "getitem" not in name:
+            outside[name] = outside.get(name, 0) + 1
+    return {"backend": "XnnpackBackend", "delegate_calls": delegates, "ops_outside_delegate": outside}
+
+
+class ExecuTorchConverter(Converter):
+    platform = "executorch"
+    format = "pte"
+    methods = ("fp32", "static", "qat")
+
+    def unsupported_reason(self, source: Any, method: str) -> Optional[str]:
+        base = super().unsupported_reason(source, method)
+        if base:
+            return base
+        if source.kind not in ("torch", "exported"):
+            return (f"a {source.kind} model cannot become an ExecuTorch program: ExecuTorch needs a PyTorch "
+                    "factory or a torch.export .pt2 (TorchScript, ONNX and Keras cannot be exported)")
+        return None
+
+    def quantize(self, req: QuantizeRequest) -> Artifact:
+
+        src = req.source
+        shape = src.require_shape()
+        say = req.progress or (lambda s: None)
+        calibration: dict[str, Any] = {}
+        t = checks.Timer()
+        with warnings.catch_warnings(), t:
+            warnings.simplefilter("ignore")
+            example = src.example_input()
+            if req.method == "fp32":
+                ep = src.load() if src.kind == "exported" else self._export(src.torch_module(), example)
+                ops = ops_by_precision(ep.graph_module)
+                precision = "fp32"
+            else:
+                converted, calibration = (self._static if req.method == "static" else self._qat)(req, shape, example, say)
+                ops = ops_by_precision(converted)
+                ep = self._export(converted, example)
+                precision = "int8"
+            say(f"executorch {req.method}: lowering to XNNPACK")
+            edge, program = self._lower(ep)
+            path = checks.artifact_path(req, self.platform, "pte")
+            with open(path, "wb") as f:
+                program.write_to_file(f)
+        deleg = delegation(edge)
+        say(f"executorch {req.method}: wrote {path.name} ({path.stat().st_size / 1e6:.2f} MB); checking with the ExecuTorch runtime")
+        x, check_src = checks.check_inputs(req, shape)
+        out = run_pte(str(path), x)
+        agreement = checks.compare_outputs(checks.source_reference(src, x), out, src.task)
+        agreement["data"] = check_src
+        outside_heavy = [op for op in deleg["ops_outside_delegate"] if checks.is_heavy_op(op)]
+        extra = [f"{len(outside_heavy)} heavy op type(s) run outside XNNPACK (portable kernels): "
+                 f"{', '.join(outside_heavy)}"] if outside_heavy else []
+        chk = checks.finish_checks(agreement, ops, req.method, extra)
+        chk["runtime"] = "executorch.runtime"
+        chk["delegation"] = deleg
+        return checks.finish_manifest(
+            req, path, platform=self.platform, fmt=self.format, precision=precision,
+            inputs=checks.tensor_infos(["input"], [shape], ["float32"]),
+            outputs=checks.tensor_infos(["output"], [[1, *out.shape[1:]]], ["float32"]),
+            checks=chk, conversion_s=t.seconds, versions=checks.tool_versions("torch", "torchao", "executorch"),
+            engine={"backend": "xnnpack", "quantizer": "XNNPACKQuantizer (symmetric int8)" if precision == "int8" else None,
+                    "per_channel": req.per_channel if precision == "int8" else None},
+            calibration=calibration)
+
+    # -- steps -----------------------------------------------------------------------------------
+    @staticmethod
+    def _export(model: Any, example: Any, dynamic_batch: bool = False) -> Any:
+        import torch
+
+        dyn = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+        try:
+            return torch.export.export(model, (example,), dynamic_shapes=dyn)
+        except Exception as e:
+            raise QuantizeError(f"torch.export failed ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}); "
+                                "the model needs to be torch.export-able for ExecuTorch") from e
+
+    @staticmethod
+    def _lower(ep: Any) -> tuple[Any, Any]:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+        edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+        return edge, edge.to_executorch()
+
+    @staticmethod
+    def _quantizer(req: QuantizeRequest, qat: bool) -> Any:
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+
+        return XNNPACKQuantizer().set_global(xnnpack_quantization_config(req.calib_method, req.per_channel, qat))
+
+    def _static(self, req: QuantizeRequest, shape: tuple[int, ...], example: Any, say: Any) -> tuple[Any, dict[str, Any]]:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        x = calib_array(req.calib, req.calib_samples, shape)
+        gm = self._export(req.source.fresh_torch_module().eval(), example).module()
+        prepared = prepare_pt2e(gm, self._quantizer(req, qat=False))
+        say(f"executorch static: calibrating with {len(x)} samples ({req.calib_method})")
+        run_torch_calibration(prepared, x, shape[0], say)   # the exported graph has a fixed batch
+        return convert_pt2e(prepared), {
+            "method": req.calib_method, "samples": int(len(x)), "dataset": req.calib.name,
+            "per_channel": req.per_channel, "observer": OBSERVER_NAMES["torch"][req.calib_method],
+            "library": "torchao PT2E + XNNPACKQuantizer"}
+
+    def _qat(self, req: QuantizeRequest, shape: tuple[int, ...], example: Any, say: Any) -> tuple[Any, dict[str, Any]]:
+        import torch
+        from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+
+        # Export with a dynamic batch so fine-tuning can use real mini-batches (BatchNorm needs > 1).
+        ex2 = torch.cat([example, example])
+        gm = self._export(req.source.fresh_torch_module().train(), ex2, dynamic_batch=True).module()
+        prepared = prepare_qat_pt2e(gm, self._quantizer(req, qat=True))
+        record = finetune(prepared, req, shape, say, move_to_train=move_exported_model_to_train)
+        move_exported_model_to_eval(prepared)
+        return convert_pt2e(prepared), record
+
+
+def run_pte(path: str, x: Any) -> Any:
+    """Run a .pte sample by sample with the ExecuTorch runtime; returns the stacked first outputs."""
+    import numpy as np
+    import torch
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(path).load_method("forward")
+    outs = []
+    for i in range(len(x)):
+        y = method.execute([torch.from_numpy(np.ascontiguousarray(x[i:i + 1]))])[0]
+        outs.append(y.detach().float().numpy())
+    return np.concatenate(outs)

@@ -1,0 +1,76 @@
+"""Export a zoo model to every (platform, method) pair through the quantize registry.
+
+What a platform cannot do here (a toolchain not installed, a method it lacks) is skipped with the
+reason, never fatal: the demo converts whatever this machine supports.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from host.quantize.base import METHODS
+from host.zoo import entry
+
+Log = Callable[[str], None]
+DEFAULT_METHODS = ("fp32", "dynamic", "fp16", "static", "qat")
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def export(name: str, platforms: list[str], methods: list[str], out_dir: Path, calib_samples: int = 256,
+           check_samples: int = 200, qat_samples: int = 2000, qat_epochs: int = 1,
+           log: Log = _stderr, debug: bool = False) -> dict[str, list[Any]]:
+    """Returns {"artifacts": [Artifact], "skipped": [(platform, method, reason)]}."""
+    from host.data.datasets import load_dataset
+    from host.models import load_source
+    from host.quantize.base import QuantizeError, QuantizeRequest
+    from host.quantize.registry import get_converter
+
+    e = entry(name)
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise QuantizeError(f"unknown method {bad[0]!r} (use {', '.join(METHODS)})")
+    source = load_source(f"host.zoo.models:{name}", e.input_shape, e.task)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    calib = check = train = None
+    artifacts: list[Any] = []
+    skipped: list[tuple[str, str, str]] = []
+    for platform in platforms:
+        try:
+            conv = get_converter(platform)
+        except QuantizeError as err:
+            skipped += [(platform, m, str(err)) for m in methods]
+            log(f"zoo export: skipping {platform}: {err}")
+            continue
+        for method in methods:
+            reason = conv.unsupported_reason(source, method)
+            if reason:
+                skipped.append((platform, method, reason))
+                log(f"zoo export: skipping {platform}/{method}: {reason}")
+                continue
+            if calib is None:  # loaded once, only when something is converted
+                calib = load_dataset(e.dataset, split="train", limit=calib_samples + check_samples)
+                check = load_dataset(e.dataset, split="test", limit=check_samples)
+            if method == "qat" and train is None:
+                train = load_dataset(e.dataset, split="train", limit=qat_samples)
+            req = QuantizeRequest(source=source, method=method, out_dir=out_dir, calib=calib,
+                                  calib_samples=calib_samples, input_shape=e.input_shape,
+                                  train=train if method == "qat" else None, epochs=qat_epochs, check=check,
+                                  progress=lambda m, p=platform, mm=method: log(f"zoo export {p}/{mm}: {m}"),
+                                  extra={"check_samples": check_samples})
+            log(f"zoo export: {name} -> {platform}/{method}")
+            try:
+                artifacts.append(conv.quantize(req))
+            except Exception as err:  # one failing pair must not stop the others
+                if debug:
+                    traceback.print_exc()
+                msg = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                skipped.append((platform, method, f"failed: {type(err).__name__}: {msg}"))
+                log(f"zoo export: {platform}/{method} failed: {type(err).__name__}: {msg}")
+    return {"artifacts": artifacts, "skipped": skipped}

@@ -1,0 +1,270 @@
+"""The real Debian `adb` client and server against the device stand-in (tests/adb_standin.py).
+
+Each module run uses a private adb server port (ANDROID_ADB_SERVER_PORT, which adb itself reads), so
+it never touches a developer's adb server, and kills that server at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from host.targets import Target
+
+HERE = Path(__file__).resolve().parent
+ADB = shutil.which("adb")
+pytestmark = pytest.mark.skipif(ADB is None, reason="needs the adb client: apt-get install adb")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class StandIn:
+    """The stand-in device as a child process; restartable on the same port."""
+
+    def __init__(self, workdir: Path, props: tuple[str, ...] = ()):
+        self.dir, self.props = workdir, props
+        self.port = _free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def serial(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> StandIn:
+        pf = self.dir / "standin.port"
+        pf.unlink(missing_ok=True)
+        cmd = [sys.executable, str(HERE / "adb_standin.py"), "--port", str(self.port), "--port-file", str(pf)]
+        for p in self.props:
+            cmd += ["--prop", p]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.dir / "standin.log", "ab"),
+                                     start_new_session=True)
+        deadline = time.monotonic() + 15
+        while not pf.exists():
+            assert self.proc.poll() is None, (self.dir / "standin.log").read_text()
+            assert time.monotonic() < deadline, "stand-in did not start"
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def adb_env(tmp_path_factory):
+    """A private adb server for this module; killed at the end."""
+    old = os.environ.get("ANDROID_ADB_SERVER_PORT")
+    os.environ["ANDROID_ADB_SERVER_PORT"] = str(_free_port())
+    subprocess.run([ADB, "start-server"], check=True, capture_output=True, timeout=30)
+    yield os.environ["ANDROID_ADB_SERVER_PORT"]
+    subprocess.run([ADB, "kill-server"], capture_output=True, timeout=30)
+    if old is None:
+        os.environ.pop("ANDROID_ADB_SERVER_PORT", None)
+    else:
+        os.environ["ANDROID_ADB_SERVER_PORT"] = old
+
+
+@pytest.fixture(scope="module")
+def device(adb_env, tmp_path_factory):
+    d = StandIn(tmp_path_factory.mktemp("standin"), props=("ro.product.model=Pixel Stand-in",
+                                                          "ro.build.version.sdk=34")).start()
+    r = subprocess.run([ADB, "connect", d.serial], capture_output=True, text=True, timeout=30)
+    assert "connected" in r.stdout, r.stdout + r.stderr
+    yield d
+    subprocess.run([ADB, "disconnect", d.serial], capture_output=True, timeout=30)
+    d.stop()
+
+
+def adb(device: StandIn, *args: str, input: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([ADB, "-s", device.serial, *args], capture_output=True, input=input, timeout=timeout,
+                          stdin=None if input is not None else subprocess.DEVNULL)
+
+
+def test_devices_lists_the_standin_with_its_banner(device):
+    out = subprocess.run([ADB, "devices", "-l"], capture_output=True, text=True, timeout=30).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith(device.serial))
+    assert "device" in line.split()[1]
+    assert "model:Pixel_Stand_in" in line
+
+
+def test_shell_v2_exit_codes_split_stderr_and_stdin(device):
+    r = adb(device, "shell", "echo out; echo err >&2; exit 7")
+    assert (r.returncode, r.stdout, r.stderr) == (7, b"out\n", b"err\n")
+    r = adb(device, "shell", "wc -c", input=b"x" * 300_000)
+    assert r.returncode == 0 and int(r.stdout) == 300_000
+    r = adb(device, "shell", "getprop ro.product.model")
+    assert r.stdout.decode().strip() == "Pixel Stand-in"
+
+
+def test_push_and_pull_roundtrip_over_several_payloads(device, tmp_path):
+    data = os.urandom(3 * 1024 * 1024 + 123)       # > 1 MiB max payload: many WRTE/OKAY rounds
+    src = tmp_path / "blob.bin"
+    src.write_bytes(data)
+    remote = tmp_path / "device" / "sub" / "blob.bin"
+    r = adb(device, "push", str(src), str(remote))
+    assert r.returncode == 0, r.stderr
+    assert remote.read_bytes() == data
+    r = adb(device, "shell", f"stat -c %s {remote}")
+    assert int(r.stdout) == len(data)
+    back = tmp_path / "back.bin"
+    assert adb(device, "pull", str(remote), str(back)).returncode == 0
+    assert back.read_bytes() == data
+    r = adb(device, "pull", str(tmp_path / "missing"), str(tmp_path / "x"))
+    assert r.returncode != 0 and b"does not exist" in r.stdout + r.stderr
+
+
+def _echo_server() -> tuple[socket.socket, int]:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+
+    def serve() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            with c:
+                while data := c.recv(65536):
+                    c.sendall(data)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, srv.getsockname()[1]
+
+
+def _roundtrip(port: int, payload: bytes) -> bytes:
+    # no half-close: adb closes the whole stream when one side shuts down writing
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
+        got = bytearray()
+        threading.Thread(target=c.sendall, args=(payload,), daemon=True).start()
+        while len(got) < len(payload) and (chunk := c.recv(65536)):
+            got += chunk
+    return bytes(got)
+
+
+def test_forward_and_reverse_carry_bytes_both_ways(device):
+    srv, port = _echo_server()
+    payload = os.urandom(2 * 1024 * 1024)
+    try:
+        r = adb(device, "forward", "tcp:0", f"tcp:{port}")
+        local = int(r.stdout)
+        assert _roundtrip(local, payload) == payload
+        assert f"tcp:{local} tcp:{port}" in adb(device, "forward", "--list").stdout.decode()
+        assert adb(device, "forward", "--remove", f"tcp:{local}").returncode == 0
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", local), timeout=5).close()
+        # reverse: a port on the device that reaches the host's echo server
+        dev_port = _free_port()
+        assert adb(device, "reverse", f"tcp:{dev_port}", f"tcp:{port}").returncode == 0
+        assert f"tcp:{dev_port} tcp:{port}" in adb(device, "reverse", "--list").stdout.decode()
+        assert _roundtrip(dev_port, payload[:100_000]) == payload[:100_000]
+        assert adb(device, "reverse", "--remove-all").returncode == 0
+        assert adb(device, "reverse", "--list").stdout.strip() == b""
+    finally:
+        srv.close()
+
+
+def _target(device: StandIn, tmp_path: Path, name: str = "phone") -> Target:
+    return Target(name=name, kind="android", transport="adb", serial=device.serial, adb_connect=device.serial,
+                  python=sys.executable, workdir=str(tmp_path / "data/local/tmp/edgebench"), agent_port=0)
+
+
+def test_agent_started_through_adb_shell(device, tmp_path):
+    import grpc
+
+    from host.transports.adb import AdbTransport
+    from protos import edge_agent_pb2 as pb
+    from protos import edge_agent_pb2_grpc as pb_grpc
+
+    t = AdbTransport(_target(device, tmp_path))
+    events: list[str] = []
+    try:
+        address = t.connect(events.append)
+        assert any(e.startswith("pushing agent") for e in events)
+        info = pb_grpc.AgentStub(grpc.insecure_channel(address)).GetInfo(pb.GetInfoRequest(), timeout=30)
+        status = t.agent_status()
+        # the agent outlived the `adb shell` that started it and is the process the pid file names
+        assert status["running"] and status["pid"] == info.pid
+        assert status["up_to_date"]
+        assert status["device"]["ro.product.model"] == "Pixel Stand-in"
+        assert status["device"]["ro.build.version.sdk"] == "34"
+        fwd = int(address.rsplit(":", 1)[1])
+        assert f"tcp:{fwd} tcp:{status['port']}" in adb(device, "forward", "--list").stdout.decode()
+        # a second connect reuses the running agent and pushes nothing
+        t2 = AdbTransport(_target(device, tmp_path))
+        assert t2.connect() and t2.stats["pushed_bytes"] == 0
+        t2.close()
+        assert t.stop_agent() is True
+        assert t.agent_status()["running"] is False
+        with pytest.raises(ProcessLookupError):
+            os.kill(info.pid, 0)
+        assert "listening on" in t.logs()
+    finally:
+        t.stop_agent()
+        t.close()
+    assert f"tcp:{fwd} " not in adb(device, "forward", "--list").stdout.decode()   # forwards removed on close
+
+
+def test_deploy_through_the_adb_transport(device, tmp_path, tflite_int8_model, monkeypatch, capsys):
+    from host.cli import main
+    from host.transports.adb import AdbTransport
+
+    tdir = tmp_path / "targets"
+    tdir.mkdir()
+    t = _target(device, tmp_path, name="standin-phone")
+    (tdir / "standin-phone.toml").write_text(
+        f'name = "standin-phone"\nkind = "android"\ntransport = "adb"\nserial = "{t.serial}"\n'
+        f'adb_connect = "{t.adb_connect}"\npython = "{t.python}"\nworkdir = "{t.workdir}"\nagent_port = 0\n')
+    monkeypatch.setenv("EDGEBENCH_TARGETS", str(tdir))
+    try:
+        rc = main(["deploy", "--target", "standin-phone", "--artifact", str(tflite_int8_model), "--runs", "20",
+                   "--min-seconds", "0.2", "--max-seconds", "3", "--db", str(tmp_path / "r.sqlite"), "--json"])
+        out = capsys.readouterr()
+        assert rc == 0, out.err[-2000:]
+        (rec,) = json.loads(out.out)
+        assert rec["target"] == "standin-phone" and rec["runtime"]["name"] == "litert"
+        assert rec["runs"] >= 20 and 0 < rec["latency_ms"]["p50"] < 1000
+        assert "[standin-phone] starting agent" in out.err
+    finally:
+        AdbTransport(t).stop_agent()
+
+
+def test_recovers_after_the_device_restarts(adb_env, tmp_path):
+    from host.transports.adb import AdbTransport
+
+    d = StandIn(tmp_path).start()
+    t = AdbTransport(_target(d, tmp_path))
+    try:
+        t.ensure_device()
+        assert t.shell("echo first")[1] == "first\n"
+        d.stop()
+        d.start()                                   # same port: the adb server still holds the old transport
+        deadline = time.monotonic() + 10
+        while t.state() != "offline" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert t.state() == "offline"
+        t.ensure_device()
+        assert t.stats["reconnects"] == 1
+        assert t.shell("echo again")[1] == "again\n"
+    finally:
+        subprocess.run([ADB, "disconnect", d.serial], capture_output=True, timeout=30)
+        d.stop()
