@@ -211,6 +211,11 @@ def _qat_model(req: QuantizeRequest, tfm: Any, shape: tuple[int, ...],
         base = to_tf_keras(tfm.model)
     except KerasSourceError as e:
         raise QuantizeError(f"tflite qat: {e}") from e
+    # Freeze BatchNorm: fine-tuning from trained weights with batch statistics on small batches
+    # moves the model away from the FP32 source more than quantization does.
+    for layer in base.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            layer.trainable = False
     try:
         qmodel = tfmot.quantization.keras.quantize_model(base)
     except (ValueError, RuntimeError, TypeError) as e:

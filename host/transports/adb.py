@@ -178,6 +178,9 @@ class AdbTransport(Transport):
                                 check=False)
         return int(out.strip()) if rc == 0 and out.strip().isdigit() else None
 
+    def _alive(self, pid: int) -> bool:
+        return self.shell(f"kill -0 {pid} 2>/dev/null", check=False)[0] == 0
+
     def _port(self) -> int:
         _, out, _ = self.shell(f"cat {shlex.quote(self._p('agent.port'))} 2>/dev/null", check=False)
         return int(out.strip()) if out.strip().isdigit() else self.target.agent_port
@@ -228,9 +231,10 @@ class AdbTransport(Transport):
             return False
         self.shell(f"kill {pid}", check=False)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self._pid() is not None:
+        # wait for the process itself: the agent removes its pid file before it has quite exited
+        while time.monotonic() < deadline and self._alive(pid):
             time.sleep(0.3)
-        if self._pid() is not None:
+        if self._alive(pid):
             self.shell(f"kill -9 {pid}; rm -f {shlex.quote(self._p('agent.pid'))}", check=False)
         self.shell(f"rm -f {shlex.quote(self._p('agent.port'))}", check=False)
         return True

@@ -271,6 +271,9 @@ class SSHTransport(Transport):
                               check=False)
         return int(out.strip()) if rc == 0 and out.strip().isdigit() else None
 
+    def _alive(self, pid: int) -> bool:
+        return self.run(f"kill -0 {pid} 2>/dev/null", check=False)[0] == 0
+
     def _port(self) -> int:
         _, out, _ = self.run(f"cat {shlex.quote(self._p('agent.port'))} 2>/dev/null", check=False)
         return int(out.strip()) if out.strip().isdigit() else self.target.agent_port
@@ -321,9 +324,10 @@ class SSHTransport(Transport):
             return False
         self.run(f"kill {pid}", check=False)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self._pid() is not None:
+        # wait for the process itself: the agent removes its pid file before it has quite exited
+        while time.monotonic() < deadline and self._alive(pid):
             time.sleep(0.3)
-        if self._pid() is not None:
+        if self._alive(pid):
             self.run(f"kill -9 {pid}; rm -f {shlex.quote(self._p('agent.pid'))}", check=False)
         self.run(f"rm -f {shlex.quote(self._p('agent.port'))}", check=False)
         return True

@@ -1,0 +1,59 @@
+"""Helpers shared by the bench scripts: a real agent process, results files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT))
+
+
+class Agent:
+    """`agent serve` on a free loopback port with a throwaway store."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="edgebench-bench-"))
+        port_file = self.dir / "port"
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve", "--listen", "127.0.0.1:0",
+                                      "--store", str(self.dir / "store"), "--port-file", str(port_file)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+                                     start_new_session=True)
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if self.proc.poll() is not None:
+                raise RuntimeError("agent failed to start")
+            time.sleep(0.005)
+        self.address = f"127.0.0.1:{int(port_file.read_text())}"
+        from host.client import AgentClient
+
+        AgentClient(self.address).wait_ready(10)
+        self.startup_s = time.perf_counter() - t0
+
+    def rss_mb(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(10)
+
+
+def write_result(name: str, data: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    data = {"bench": name, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.machine(),
+            "cpus": os.cpu_count(), **data}
+    p = RESULTS / f"{name}.json"
+    p.write_text(json.dumps(data, indent=2))
+    return p

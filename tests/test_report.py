@@ -1,0 +1,176 @@
+"""`host report` against results stored in a real SQLite ResultStore, and the HTML report rendered
+in headless Chromium (Debian `chromium`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from host.cli import main
+from host.results.report import build_report, render
+from host.results.store import ResultStore
+
+
+def _bench(target, platform, method, samples, runtime="litert", precision=None, size=100_000, sha=None):
+    s = np.asarray(samples, float)
+    p50 = float(np.median(s))
+    half = 1.96 * 1.2533 * s.std() / np.sqrt(len(s))
+    sha = sha or f"{platform}-{method}"
+    return {"target": target, "target_kind": "raspberry-pi" if target == "pi4" else "local",
+            "sha256": sha, "artifact": f"classifier_{platform}_{method}.bin", "model_name": "classifier",
+            "platform": platform, "method": method, "precision": precision or method, "format": "tflite",
+            "size_bytes": size, "task": "classification", "runtime": {"name": runtime, "version": "2.3.0"},
+            "delegate": "xnnpack", "threads": 4, "runs": len(s), "duration_s": float(s.sum() / 1000),
+            "latency_ms": {"p50": p50, "p90": float(np.percentile(s, 90)), "p99": float(np.percentile(s, 99)),
+                           "mean": float(s.mean()), "std": float(s.std()), "min": float(s.min()),
+                           "max": float(s.max()), "ci95": [p50 - half, p50 + half]},
+            "phases_ms": {"load": 12.5, "first": 3.0, "warmup": 20.0}, "peak_rss_mb": 55.0,
+            "flags": ["hot"] if method == "fp16" else [], "samples": s.tolist(), "manifest": {}}
+
+
+def _eval(target, platform, method, top1, sha=None):
+    return {"target": target, "sha256": sha or f"{platform}-{method}", "model_name": "classifier",
+            "platform": platform, "method": method, "precision": method, "dataset": "fashion-mnist:test",
+            "n": 1000, "task": "classification", "metrics": {"top1": top1, "top5": 0.99},
+            "agreement": {"top1_agreement": 0.99, "cosine": 0.999}, "latency_ms_mean": 1.0}
+
+
+@pytest.fixture
+def db(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    fp32 = rng.normal(10.0, 0.2, 200)
+    store = ResultStore(tmp_path / "results.sqlite")
+    # pi4: static int8 is 2.5x faster within 0.5 pp; dynamic measures the same as fp32 (same samples,
+    # shuffled: not significant); fp16 is fastest but loses 6 pp; pytorch fp32 is slower on its own runtime
+    store.add_benchmark(_bench("pi4", "tflite", "fp32", fp32))
+    store.add_benchmark(_bench("pi4", "tflite", "static", rng.normal(4.0, 0.1, 200), precision="int8", size=30_000))
+    store.add_benchmark(_bench("pi4", "tflite", "dynamic", rng.permutation(fp32), precision="dynamic-int8",
+                               size=32_000))
+    store.add_benchmark(_bench("pi4", "tflite", "fp16", rng.normal(3.0, 0.1, 200), size=52_000))
+    store.add_benchmark(_bench("pi4", "pytorch", "fp32", rng.normal(12.0, 0.3, 200), runtime="torch-mobile",
+                               size=330_000))
+    for plat, meth, acc in (("tflite", "fp32", 0.91), ("tflite", "static", 0.905), ("tflite", "dynamic", 0.909),
+                            ("tflite", "fp16", 0.85), ("pytorch", "fp32", 0.91)):
+        store.add_eval(_eval("pi4", plat, meth, acc))
+    # local: an older, slower fp32 run superseded by a newer one
+    store.add_benchmark(_bench("local", "tflite", "fp32", rng.normal(5.0, 0.05, 100)))
+    store.add_benchmark(_bench("local", "tflite", "fp32", rng.normal(2.0, 0.05, 100)))
+    store.add_benchmark(_bench("local", "tflite", "static", rng.normal(1.5, 0.05, 100), precision="int8"))
+    store.add_eval(_eval("local", "tflite", "static", 0.908))
+    store.close()
+    return tmp_path / "results.sqlite"
+
+
+def _row(rep, target, platform, method):
+    (r,) = [r for r in rep["rows"] if (r["target"], r["platform"], r["method"]) == (target, platform, method)]
+    return r
+
+
+def test_rows_speedups_drops_and_best(db):
+    store = ResultStore(db)
+    rep = build_report(store, max_drop=1.0)
+    assert len(rep["rows"]) == 7                      # the superseded local fp32 run is not a row
+    st = _row(rep, "pi4", "tflite", "static")
+    assert st["speedup"] == pytest.approx(10.0 / 4.0, rel=0.03)
+    assert st["significant"] is True and st["p_value"] < 1e-10 and st["ci_overlap"] is False
+    assert st["acc_drop"] == pytest.approx(0.5)
+    dyn = _row(rep, "pi4", "tflite", "dynamic")
+    assert dyn["speedup"] == pytest.approx(1.0) and dyn["significant"] is False and dyn["p_value"] > 0.5
+    assert _row(rep, "pi4", "tflite", "fp16")["acc_drop"] == pytest.approx(6.0)
+    # pytorch is compared with pytorch fp32 (its own runtime), not with tflite fp32
+    assert _row(rep, "pi4", "pytorch", "fp32")["speedup"] == pytest.approx(1.0)
+    local_fp32 = _row(rep, "local", "tflite", "fp32")
+    assert local_fp32["p50"] == pytest.approx(2.0, abs=0.05)
+    assert _row(rep, "local", "tflite", "static")["speedup"] == pytest.approx(2.0 / 1.5, rel=0.05)
+    # local fp32 was never evaluated: no accuracy, its own reference (drop 0), static has no fp32 eval there
+    assert local_fp32["accuracy"] is None and _row(rep, "local", "tflite", "static")["acc_drop"] is None
+
+    assert rep["best"]["pi4 / classifier"]["method"] == "static"
+    assert rep["best"]["local / classifier"]["method"] == "fp32"   # the only row with a known drop
+    loose = build_report(store, max_drop=10.0)
+    assert loose["best"]["pi4 / classifier"]["method"] == "fp16"
+    front = {(rep["rows"][i]["platform"], rep["rows"][i]["method"]) for i in rep["pareto"]["pi4"]}
+    assert front == {("tflite", "fp16"), ("tflite", "static"), ("tflite", "fp32")}
+    only_local = build_report(store, target=["local"])
+    assert {r["target"] for r in only_local["rows"]} == {"local"}
+    store.close()
+
+
+def test_text_csv_json_formats(db, capsys):
+    assert main(["report", "--db", str(db), "--format", "table", "--target", "pi4"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("pi4") and "static" in ln)
+    assert re.search(r"2\.\d\dx \*", line) and "-0.50" not in line and "+0.50" in line
+    assert "best within 1 pp on pi4 / classifier: tflite static" in out
+    assert re.search(r"1\.00x ns", next(ln for ln in out.splitlines() if "dynamic" in ln))
+
+    assert main(["report", "--db", str(db), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 7
+    fp16 = next(r for r in rows if r["target"] == "pi4" and r["method"] == "fp16")
+    assert fp16["flags"] == "hot" and float(fp16["acc_drop"]) == pytest.approx(6.0)
+    assert float(fp16["size_bytes"]) == 52_000 and float(fp16["load_ms"]) == 12.5
+
+    assert main(["report", "--db", str(db), "--json", "--max-drop", "10"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["best"]["pi4 / classifier"]["method"] == "fp16" and data["max_drop"] == 10.0
+    assert all("samples" not in r and r["n_samples"] > 0 for r in data["rows"])
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    assert main(["report", "--db", str(tmp_path / "none.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert "no results database" in err and len(err.strip().splitlines()) == 1
+    ResultStore(tmp_path / "empty.sqlite").close()
+    assert main(["report", "--db", str(tmp_path / "empty.sqlite"), "--model", "nope"]) == 2
+    assert "no results" in capsys.readouterr().err
+
+
+def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not exe:
+        pytest.skip("needs Debian package chromium (apt-get install chromium) to render the HTML report")
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp / 'chromium-profile'}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_html_report_renders_in_chromium(db, tmp_path):
+    out = tmp_path / "report.html"
+    assert main(["report", "--db", str(db), "--format", "html", "--out", str(out)]) == 0
+    html = out.read_text()
+    assert "<script" not in html and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+    dom = _chromium(["--dump-dom", out.as_uri()], tmp_path).stdout
+    assert "<title>edgebench report</title>" in dom
+    kinds = re.findall(r'<svg class="plot" data-kind="([a-z-]+)"', dom)
+    assert sorted(kinds) == sorted(["latency-distribution"] * 2 + ["accuracy-latency"] * 2 + ["size-by-method"])
+    # pi4: 5 boxes; its scatter has 5 points, 3 on the Pareto front (ringed, joined by the dashed path)
+    pi4 = dom[dom.index('id="device-pi4"'):]
+    assert pi4.count('<g class="box">') >= 5
+    scatter = pi4[pi4.index('data-kind="accuracy-latency"'):]
+    scatter = scatter[:scatter.index("</svg>")]
+    assert scatter.count('<g class="point') == 5 and scatter.count("point front") == 3
+    assert 'class="pareto"' in scatter and "point front best" in scatter
+    best = dom[dom.index('id="best"'):dom.index("</ul>", dom.index('id="best"'))]
+    assert "pi4 / classifier" in best and "tflite / static" in best
+    assert dom.count('class="bar"') == 5             # 4 tflite methods + pytorch fp32
+    assert dom.count("<tr") == 8                     # header + 7 rows
+
+    png = tmp_path / "report.png"
+    _chromium([f"--screenshot={png}", "--window-size=1400,4000", "--hide-scrollbars", out.as_uri()], tmp_path)
+    from PIL import Image
+
+    img = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3).astype(int)
+    # the plots' marks are drawn: thousands of pixels in the first palette colours (blue, red)
+    for colour in ((0x1F, 0x77, 0xB4), (0xD6, 0x27, 0x28)):
+        assert np.sum(np.all(np.abs(img - colour) < 12, axis=1)) > 500, colour
