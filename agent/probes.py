@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import os
 import platform
+import re
 import resource
 import shutil
 import subprocess
@@ -133,20 +134,27 @@ def process_rss_mb() -> dict[str, float]:
 
 # -- boards ----------------------------------------------------------------------------------------
 def raspberry_pi() -> dict[str, Any]:
+    if shutil.which("vcgencmd") is None:
+        return {}
+    return parse_vcgencmd(_run(["vcgencmd", "get_throttled"]) or "", _run(["vcgencmd", "measure_temp"]) or "")
+
+
+def parse_vcgencmd(throttled: str, temp: str) -> dict[str, Any]:
+    """`get_throttled` ("throttled=0x50005") and `measure_temp` ("temp=48.3'C") -> flags and SoC temperature."""
     out: dict[str, Any] = {}
-    throttled = _run(["vcgencmd", "get_throttled"])  # "throttled=0x50005"
-    if throttled and "=" in throttled:
+    if "=" in throttled:
         try:
-            bits = int(throttled.split("=", 1)[1], 16)
+            bits = int(throttled.split("=", 1)[1].strip(), 16)
+        except ValueError:
+            bits = None
+        if bits is not None:
             out["throttled_bits"] = hex(bits)
             out["undervoltage_now"] = bool(bits & 0x1)
             out["freq_capped_now"] = bool(bits & 0x2)
             out["throttled_now"] = bool(bits & 0x4)
+            out["soft_temp_limit_now"] = bool(bits & 0x8)
             out["throttled_since_boot"] = bool(bits & 0x40000)
-        except ValueError:
-            pass
-    temp = _run(["vcgencmd", "measure_temp"])  # "temp=48.3'C"
-    if temp and "=" in temp:
+    if "=" in temp:
         try:
             out["soc_temp_c"] = float(temp.split("=", 1)[1].split("'")[0])
         except ValueError:
@@ -154,29 +162,47 @@ def raspberry_pi() -> dict[str, Any]:
     return out
 
 
-def jetson(root: str = "/") -> dict[str, Any]:
+def parse_nvpmodel(text: str) -> dict[str, Any]:
+    """`nvpmodel -q` ("NV Power Mode: MAXN" then the mode id) -> power_mode, power_mode_id."""
+    out: dict[str, Any] = {}
+    for line in text.splitlines():
+        if "Power Mode" in line and ":" in line:
+            out["power_mode"] = line.split(":", 1)[1].strip()
+        elif line.strip().isdigit():
+            out["power_mode_id"] = int(line.strip())
+    return out
+
+
+def jetson(root: str = "/", with_tegrastats: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {}
     mode = _run(["nvpmodel", "-q"])
     if mode:
-        for line in mode.splitlines():
-            if "Power Mode" in line:
-                out["power_mode"] = line.split(":", 1)[1].strip()
-            elif line.strip().isdigit():
-                out["power_mode_id"] = int(line.strip())
-    gpu = glob.glob(_p(root, "/sys/devices/gpu.0/devfreq/*/cur_freq")) or glob.glob(
-        _p(root, "/sys/class/devfreq/*gpu*/cur_freq"))
-    if gpu:
-        hz = _int(_read(gpu[0]))
-        if hz is not None:
-            out["gpu_cur_mhz"] = hz // 1_000_000
+        out.update(parse_nvpmodel(mode))
+    gpu = _jetson_gpu_freq(root)
+    if gpu is not None:
+        out["gpu_cur_mhz"] = gpu // 1_000_000
     emc = _int(_read(_p(root, "/sys/kernel/debug/bpmp/debug/clk/emc/rate")))
     if emc is not None:
         out["emc_mhz"] = emc // 1_000_000
-    if mode is not None and shutil.which("tegrastats"):
+    if with_tegrastats and mode is not None and shutil.which("tegrastats"):
         line = _tegrastats_line()
         if line:
             out["tegrastats"] = line
     return out
+
+
+# Jetson GPU devfreq nodes are named after the GPU block: ga10b (Orin), gv11b (Xavier), gp10b (TX2),
+# gm20b / 57000000.gpu (Nano)
+_JETSON_GPUS = ("gpu", "ga10b", "gv11b", "gp10b", "gm20b")
+
+
+def _jetson_gpu_freq(root: str) -> Optional[int]:
+    for d in sorted(glob.glob(_p(root, "/sys/class/devfreq/*"))):
+        if any(g in os.path.basename(d) for g in _JETSON_GPUS):
+            hz = _int(_read(os.path.join(d, "cur_freq")))
+            if hz is not None:
+                return hz
+    return None
 
 
 def _tegrastats_line() -> Optional[str]:
@@ -210,16 +236,32 @@ def android() -> dict[str, Any]:
     return out
 
 
+_HAL_TEMP = re.compile(r"mValue=([-\d.]+), mType=\d+, mName=([^,}]+)")
+
+
 def android_thermal() -> dict[str, Any]:
     text = _run(["dumpsys", "thermalservice"], timeout=1.0)
-    if not text:
-        return {}
+    return parse_thermalservice(text) if text else {}
+
+
+def parse_thermalservice(text: str) -> dict[str, Any]:
+    """`dumpsys thermalservice` -> the framework's thermal status and the HAL's current temperatures."""
+    out: dict[str, Any] = {}
+    in_current = False
     for line in text.splitlines():
-        if "Thermal Status:" in line:  # 0 none, 1 light, 2 moderate, 3 severe, 4 critical, ...
-            status = _int(line.split(":", 1)[1].strip())
+        if line.strip().startswith("Thermal Status:") and "thermal_status" not in out:
+            status = _int(line.split(":", 1)[1].strip())  # 0 none, 1 light, 2 moderate, 3 severe, ...
             if status is not None:
-                return {"thermal_status": status}
-    return {}
+                out["thermal_status"] = status
+        elif line.startswith("Current temperatures from HAL"):
+            in_current = True
+        elif in_current:
+            m = _HAL_TEMP.search(line)
+            if m:
+                out.setdefault("temps_c", {})[m.group(2).strip()] = float(m.group(1))
+            elif not line[:1].isspace():
+                in_current = False  # the next section ("Current cooling devices from HAL:", ...)
+    return out
 
 
 # -- public API ------------------------------------------------------------------------------------
@@ -254,7 +296,15 @@ def _max_temp(s: dict[str, Any]) -> Optional[float]:
     vals = list((s.get("temps_c") or {}).values())
     if "soc_temp_c" in (s.get("rpi") or {}):
         vals.append(s["rpi"]["soc_temp_c"])
+    vals.extend(((s.get("android") or {}).get("temps_c") or {}).values())
     return max(vals) if vals else None
+
+
+def _throttled(s: dict[str, Any]) -> bool:
+    rpi = s.get("rpi") or {}
+    if rpi.get("throttled_now") or rpi.get("freq_capped_now") or rpi.get("soft_temp_limit_now"):
+        return True
+    return (s.get("android") or {}).get("thermal_status", 0) >= 2  # 2 = moderate: the OS is throttling
 
 
 def compare(before: dict[str, Any], after: dict[str, Any], own_threads: int = 1) -> list[str]:
@@ -273,9 +323,7 @@ def compare(before: dict[str, Any], after: dict[str, Any], own_threads: int = 1)
         flags.append("temp-rose")
     if (ta is not None and ta > HOT_C) or (tb is not None and tb > HOT_C):
         flags.append("hot")
-    rpi_b, rpi_a = before.get("rpi") or {}, after.get("rpi") or {}
-    if any(s.get("throttled_now") or s.get("freq_capped_now") for s in (rpi_b, rpi_a)) \
-            or (after.get("android") or {}).get("thermal_status", 0) >= 2:
+    if any(_throttled(s) for s in (before, after)):
         flags.append("throttled")
     cores = before.get("cores") or after.get("cores") or 0
     loads = []
@@ -305,7 +353,7 @@ def device_facts(root: str = "/") -> dict[str, Any]:
     zones = sorted(thermal(root))
     if zones:
         facts["thermal_zones"] = zones
-    jet = jetson(root)
+    jet = jetson(root, with_tegrastats=False)
     if "power_mode" in jet:
         facts["jetson_power_mode"] = jet["power_mode"]
     if _read(_p(root, "/etc/nv_tegra_release")):

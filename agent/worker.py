@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from agent.runtimes.base import RunnerError
 

@@ -24,7 +24,7 @@ def make_models(d: Path) -> dict[str, Path]:
     sys.path.insert(0, str(ROOT))
     from tests.conftest import make_tflite
 
-    return {"cnn_64px": make_tflite(d / "cnn64.tflite", size=64),   # ~1-3 ms on one x86 core
+    return {"cnn_224px": make_tflite(d / "cnn224.tflite", size=224),  # ~1-3 ms on one x86 core
             "tiny_8px": make_tflite(d / "tiny8.tflite", size=8)}     # tens of microseconds
 
 

@@ -144,21 +144,28 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=2000, help="timed runs per loop (default 2000)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--models", default=str(HERE / "results" / "models"), help="where the .tflite files go")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating bare/runner rounds (default 3)")
+    ap.add_argument("--models", default=str(ROOT / ".cache" / "bench-models"), help="where the .tflite files go")
     ap.add_argument("--out", default=str(HERE / "results" / "overhead_bare.json"))
     args = ap.parse_args(argv)
     print("building models ...", file=sys.stderr)
     paths = build_models(args.models)
-    result: dict[str, Any] = {"threads": args.threads, "runs": args.runs, "runtime": "litert",
+    result: dict[str, Any] = {"threads": args.threads, "runs": args.runs, "rounds": args.rounds, "runtime": "litert",
                               "warmup": {"runs": WARMUP_RUNS, "seconds": WARMUP_S}, "models": {}}
     for name, path in paths.items():
         print(f"timing {name} ...", file=sys.stderr)
-        bare = _stats(_fresh("bare", str(path), args.threads, args.runs))
-        runner = _stats(_fresh("runner", str(path), args.threads, args.runs))
-        result["models"][name] = {"path": str(path), "bare": bare, "runner": runner,
-                                  "runner_overhead_us": round((runner["median_ms"] - bare["median_ms"]) * 1e3, 2)}
-        print(f"  {name}: bare {bare['median_ms']:.4f} ms, runner {runner['median_ms']:.4f} ms "
-              f"(+{result['models'][name]['runner_overhead_us']} us)", file=sys.stderr)
+        # alternate bare / runner rounds so drift in machine load hits both sides alike
+        bare_rounds, runner_rounds = [], []
+        for _ in range(args.rounds):
+            bare_rounds.append(_stats(_fresh("bare", str(path), args.threads, args.runs)))
+            runner_rounds.append(_stats(_fresh("runner", str(path), args.threads, args.runs)))
+        bare = float(np.median([r["median_ms"] for r in bare_rounds]))
+        runner = float(np.median([r["median_ms"] for r in runner_rounds]))
+        result["models"][name] = {"path": str(path), "bare_median_ms": bare, "runner_median_ms": runner,
+                                  "runner_overhead_us": round((runner - bare) * 1e3, 2),
+                                  "bare_rounds": bare_rounds, "runner_rounds": runner_rounds}
+        print(f"  {name}: bare {bare:.4f} ms, runner {runner:.4f} ms (+{(runner - bare) * 1e3:.2f} us)",
+              file=sys.stderr)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result))

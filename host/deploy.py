@@ -37,6 +37,8 @@ class RunSettings:
     timeout: float = 0.0                 # per call; 0 = derived from max_seconds
     data: Optional[str] = None           # also evaluate accuracy on this dataset
     data_limit: int = 1000
+    seed: int = 0
+    inputs: Optional[dict[str, Any]] = None   # user tensors instead of random inputs
 
     def run_options(self, target: Target):
         ro = dict(self.runtime_options)
@@ -45,7 +47,8 @@ class RunSettings:
         return AgentClient.run_options(
             threads=self.threads or target.threads, runs=self.runs, min_seconds=self.min_seconds,
             max_seconds=self.max_seconds, warmup_runs=self.warmup_runs, warmup_seconds=self.warmup_seconds,
-            target_ci=self.target_ci, runtime=self.runtime, runtime_options=ro, deadline_s=self.timeout)
+            target_ci=self.target_ci, runtime=self.runtime, runtime_options=ro, deadline_s=self.timeout,
+            seed=self.seed)
 
 
 def stderr_log(msg: str) -> None:
@@ -90,7 +93,8 @@ def benchmark_record(target: Target, art: Artifact, res: dict[str, Any], info: d
         "phases_ms": {"load": s["load_ms"], "first": s["first_ms"], "warmup": s["warmup_ms"]},
         "warmup_runs": s["warmup_runs"], "peak_rss_mb": s["peak_rss_mb"], "peak_rss_load_mb": s["peak_rss_load_mb"],
         "env_before": st["env_before"], "env_after": s["env_after"], "flags": s["flags"],
-        "settings": {k: v for k, v in settings.__dict__.items() if k not in ("data",)},
+        "settings": {k: v for k, v in settings.__dict__.items() if k not in ("data", "inputs")},
+        "inputs": "user" if settings.inputs else f"random(seed={settings.seed})",
         "samples": res["samples"], "incomplete": res.get("incomplete"), "manifest": m.__dict__ | {
             "inputs": [t.__dict__ for t in m.inputs], "outputs": [t.__dict__ for t in m.outputs]},
     }
@@ -116,7 +120,7 @@ def deploy_target(target: Target, artifacts: list[Artifact], settings: RunSettin
                                          progress=_push_progress(log, prefix, name))
                     if pushed["already_present"]:
                         log(f"{prefix} {name}: already on the device, nothing sent")
-                    res = client.benchmark(art.manifest.sha256, settings.run_options(target),
+                    res = client.benchmark(art.manifest.sha256, settings.run_options(target), inputs=settings.inputs,
                                            on_event=_bench_progress(log, prefix, name))
                     rec = benchmark_record(target, art, res, info, settings)
                     rec["push"] = pushed

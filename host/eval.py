@@ -182,7 +182,7 @@ def evaluate(client: Any, target: Any, art: Artifact, data: str | Dataset, limit
     y = np.concatenate(outs)[:len(ds)]
     y = _to_nchw(y, ref, layout)
     metrics = _jsonable(_score(m.task, y, ds))
-    agree = _jsonable(M.agreement(y, ref)) if ref is not None and ref.shape == y.shape else {}
+    agree = _jsonable(_agreement(m.task, y, ref)) if ref is not None and ref.shape == y.shape else {}
     ref_metrics = _jsonable(_score(m.task, ref, ds)) if ref is not None else {}
     rec = {
         "target": getattr(target, "name", str(target)), "target_kind": getattr(target, "kind", ""),
@@ -198,6 +198,15 @@ def evaluate(client: Any, target: Any, art: Artifact, data: str | Dataset, limit
         rec["id"] = store.add_eval(rec)
     log(f"eval {name}: {_summary(rec)}")
     return rec
+
+
+def _agreement(task: str, y: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    """Agreement with the FP32 outputs; for the detector's raw map the top-1 agreement is the
+    per-cell class of the heatmap channels only (the last 4 channels are box regressions)."""
+    a = M.agreement(y, ref)
+    if task == "detection" and y.ndim == 4 and y.shape[1] > 4:
+        a["top1_agreement"] = M.agreement(y[:, :-4], ref[:, :-4])["top1_agreement"]
+    return a
 
 
 def _score(task: str, y: np.ndarray, ds: Dataset) -> dict[str, Any]:

@@ -51,6 +51,11 @@ class TinyTransformer(nn.Module):
         layer = nn.TransformerEncoderLayer(d, nhead=4, dim_feedforward=128, dropout=0.0, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
         self.head = nn.Linear(d, classes)
+        # TransformerEncoder deep-copies one layer: re-initialise so the layers differ (else freezing
+        # deduplicates identical weights and sizes say nothing)
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x).mean(dim=1))
@@ -113,6 +118,13 @@ def resnet8() -> nn.Module:
     return _with_shape(ResNet8(), FASHION_SHAPE)
 
 
+def resnet8_w64() -> nn.Module:
+    """The same ResNet-8 at width 64 (~1.2 M params): shows how int8 gains grow once compute, not
+    per-op dispatch, dominates a batch-1 inference."""
+    torch.manual_seed(0)
+    return _with_shape(ResNet8(width=64), FASHION_SHAPE)
+
+
 def not_a_module() -> str:
     """A broken factory for the error-path tests."""
     return "not a model"
@@ -171,3 +183,26 @@ def mlp_trained() -> nn.Module:
 
 def resnet8_trained() -> nn.Module:
     return _trained("resnet8", resnet8)
+
+
+def qat_train(model: nn.Module, dataset, epochs: int) -> None:
+    """A user QAT function (--train-fn tests.models_for_tests:qat_train): a few SGD steps on `dataset`,
+    marking the model so tests can see it was called."""
+    x = torch.from_numpy(dataset.x[:256]).reshape(-1, *model_input_shape(model)[1:]) if dataset is not None \
+        else torch.randn(256, 1, 28, 28)
+    y = torch.from_numpy(dataset.y[:256]) if dataset is not None else torch.randint(0, 10, (256,))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(epochs):
+        for i in range(0, len(x), 32):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[i:i + 32]), y[i:i + 32]).backward()
+            opt.step()
+    QAT_CALLS.append(epochs)
+
+
+QAT_CALLS: list[int] = []
+
+
+def model_input_shape(model: nn.Module) -> tuple[int, ...]:
+    return tuple(getattr(model, "input_shape", FASHION_SHAPE))

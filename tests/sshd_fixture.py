@@ -44,13 +44,14 @@ class Sshd:
     """sshd on 127.0.0.1:<port>; `client_key` logs in as root. Stop with stop() (or use as a context)."""
 
     def __init__(self, workdir: Path, port: Optional[int] = None, command_prefix: Optional[list[str]] = None,
-                 inner_dir: Optional[str] = None):
+                 inner_dir: Optional[str] = None, extra_config: str = ""):
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.prefix = command_prefix or []
         # where the files are as sshd sees them (inside a chroot they live at another path)
         self.inner = inner_dir or str(self.dir)
+        self.extra_config = extra_config
         self.proc: Optional[subprocess.Popen] = None
         self.log = self.dir / "sshd.log"
 
@@ -68,7 +69,7 @@ class Sshd:
             f"PidFile {inner}/sshd.pid\n"
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "PubkeyAuthentication yes\nUsePAM no\nStrictModes no\nAllowTcpForwarding yes\n"
-            "Subsystem sftp internal-sftp\nLogLevel INFO\n")
+            "Subsystem sftp internal-sftp\nLogLevel INFO\n" + self.extra_config)
         if not self.prefix:
             Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:

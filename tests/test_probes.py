@@ -104,3 +104,53 @@ def test_device_facts_of_this_box() -> None:
     assert facts["cores"] >= 1 and facts["machine"] and facts["python"].count(".") == 2
     assert facts["mem_total_mb"] > 0
     json.dumps(facts)
+
+
+THERMALSERVICE = """IsStatusOverride: false
+ThermalEventListeners:
+	callbacks: 1
+Thermal Status: 2
+Cached temperatures:
+	Temperature{mValue=30.1, mType=0, mName=CPU0, mStatus=0}
+HAL Ready: true
+HAL connection:
+	ThermalHAL 2.0 connected: yes
+Current temperatures from HAL:
+	Temperature{mValue=41.5, mType=0, mName=cpu-0-0-usr, mStatus=0}
+	Temperature{mValue=38.25, mType=1, mName=gpu0-usr, mStatus=0}
+	Temperature{mValue=33.0, mType=2, mName=battery, mStatus=0}
+Current cooling devices from HAL:
+	CoolingDevice{mValue=0, mType=2, mName=cpu-cluster0}
+"""
+
+
+def test_android_thermalservice_parsing_feeds_compare() -> None:
+    got = probes.parse_thermalservice(THERMALSERVICE)
+    assert got == {"thermal_status": 2, "temps_c": {"cpu-0-0-usr": 41.5, "gpu0-usr": 38.25, "battery": 33.0}}
+    cool = {"android": {"thermal_status": 0, "temps_c": {"cpu-0-0-usr": 35.0}}}
+    assert probes.compare(cool, {"android": got}) == ["temp-rose", "throttled"]
+    assert probes.parse_thermalservice("") == {}
+
+
+def test_jetson_gpu_clock_from_devfreq(tmp_path: Path) -> None:
+    d = tmp_path / "sys/class/devfreq/17000000.ga10b"  # Orin's GPU node name
+    d.mkdir(parents=True)
+    (d / "cur_freq").write_text("918000000\n")
+    (tmp_path / "sys/class/devfreq/3d00000.host1x").mkdir(parents=True)  # not a GPU: ignored
+    assert probes.jetson(str(tmp_path)).get("gpu_cur_mhz") == 918
+
+
+def test_raspberry_pi_vcgencmd_parsing() -> None:
+    ok = probes.parse_vcgencmd("throttled=0x0", "temp=48.3'C")
+    assert ok["throttled_bits"] == "0x0" and not ok["throttled_now"] and ok["soc_temp_c"] == 48.3
+    # 0x50005: under-voltage and throttled now, both also since boot
+    bad = probes.parse_vcgencmd("throttled=0x50005", "temp=82.0'C")
+    assert bad["undervoltage_now"] and bad["throttled_now"] and not bad["freq_capped_now"]
+    assert bad["throttled_since_boot"] and bad["soc_temp_c"] == 82.0
+    assert probes.compare({"rpi": ok}, {"rpi": bad}) == ["temp-rose", "hot", "throttled"]
+    assert probes.parse_vcgencmd("", "") == {} and probes.parse_vcgencmd("throttled=zz", "temp=?") == {}
+
+
+def test_jetson_nvpmodel_parsing() -> None:
+    assert probes.parse_nvpmodel("NV Power Mode: MAXN\n0\n") == {"power_mode": "MAXN", "power_mode_id": 0}
+    assert probes.parse_nvpmodel("NV Power Mode: 15W\n2") == {"power_mode": "15W", "power_mode_id": 2}

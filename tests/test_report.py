@@ -174,3 +174,37 @@ def test_html_report_renders_in_chromium(db, tmp_path):
     # the plots' marks are drawn: thousands of pixels in the first palette colours (blue, red)
     for colour in ((0x1F, 0x77, 0xB4), (0xD6, 0x27, 0x28)):
         assert np.sum(np.all(np.abs(img - colour) < 12, axis=1)) > 500, colour
+
+
+def test_identical_files_of_two_methods_stay_two_rows(tmp_path):
+    """TensorRT fp16 is an engine flag on the same ONNX file: same sha256, two methods, two rows; a
+    1% difference between two runs of one file is not called significant."""
+    rng = np.random.default_rng(1)
+    store = ResultStore(tmp_path / "r.sqlite")
+    store.add_benchmark(_bench("jetson", "tensorrt", "fp32", rng.normal(1.00, 0.01, 300), runtime="onnxruntime",
+                               sha="same"))
+    store.add_benchmark(_bench("jetson", "tensorrt", "fp16", rng.normal(0.99, 0.01, 300), runtime="onnxruntime",
+                               sha="same"))
+    store.add_eval(_eval("jetson", "tensorrt", "fp32", 0.9, sha="same"))
+    store.add_eval(_eval("jetson", "tensorrt", "fp16", 0.9, sha="same"))
+    rep = build_report(store)
+    assert [(r["method"], r["accuracy"]) for r in rep["rows"]] == [("fp32", 0.9), ("fp16", 0.9)]
+    fp16 = _row(rep, "jetson", "tensorrt", "fp16")
+    assert fp16["speedup"] == pytest.approx(1.01, abs=0.005) and fp16["p_value"] < 0.01
+    assert fp16["significant"] is False
+    store.close()
+
+
+def test_unsettled_baseline_makes_the_speedup_unreliable(tmp_path):
+    rng = np.random.default_rng(2)
+    store = ResultStore(tmp_path / "r.sqlite")
+    bimodal = np.concatenate([rng.normal(0.3, 0.01, 100), rng.normal(140.0, 5.0, 100)])
+    base = _bench("pi4", "pytorch", "fp32", bimodal, runtime="torch-mobile")
+    base["flags"] = ["ci-not-reached(225.8%>2.0%)"]
+    store.add_benchmark(base)
+    store.add_benchmark(_bench("pi4", "pytorch", "static", rng.normal(0.2, 0.01, 200), runtime="torch-mobile"))
+    rep = build_report(store)
+    st = _row(rep, "pi4", "pytorch", "static")
+    assert st["unstable"] is True and st["speedup"] > 100
+    assert "x ?" in render(rep, "table").splitlines()[3]
+    store.close()

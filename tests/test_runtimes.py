@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,8 @@ def test_litert_int8_io_matches_keras_after_dequantize(tflite_models: dict) -> N
     feed = {sin.name: quantize_input(X_NHWC[0], sin)}
     a, b = r.infer(feed)[sout.name].astype(int), off.infer(feed)[sout.name].astype(int)
     assert np.abs(a - b).max() <= 1
+    assert r.describe()["delegate"] == "xnnpack" and r.describe()["delegate_partitions"] >= 1
+    assert off.describe()["delegate"] == "none" and off.describe()["delegate_partitions"] == 0
 
 
 @needs_tf
@@ -133,9 +136,55 @@ def test_tflite_runtime_runs_or_says_which_extra(tflite_models: dict) -> None:
     try:
         r = _load(TFLiteRuntimeRunner, tflite_models["fp32"], threads=1)
     except RunnerError as e:  # not installed here, or built for numpy 1 (FACTS: numpy<2 venv only)
-        assert e.code == "runtime-missing" and ("tflite-legacy" in e.message or "numpy" in e.message)
+        assert e.code == "runtime-missing"
+        if not has("tflite_runtime"):
+            assert "not installed" in e.message and "edgebench[tflite-legacy]" in e.message
+        else:  # installed but built for numpy 1 (FACTS: numpy<2 venv only)
+            assert "numpy" in e.message
         return
     np.testing.assert_allclose(_run_all(r, X_NHWC), tflite_models["ref"], atol=1e-4, rtol=1e-4)
+
+
+LEGACY_PY = os.environ.get("EDGEBENCH_LEGACY_PYTHON", "")
+LEGACY_SCRIPT = """
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from agent.runtimes.base import RunnerOptions
+from agent.runtimes.tflite import TFLiteRuntimeRunner
+from agent import runtimes
+out = {"chosen": runtimes.choose("tflite").name}
+for path in sys.argv[3:]:
+    r = TFLiteRuntimeRunner()
+    r.load(path, RunnerOptions(threads=1))
+    x = np.load(sys.argv[2] + "." + r.input_specs()[0].dtype + ".npy")
+    out[path] = [r.infer({r.input_specs()[0].name: xi})[r.output_specs()[0].name].tolist() for xi in x]
+print(json.dumps(out))
+"""
+
+
+@needs_tf
+@needs_litert
+@pytest.mark.skipif(not LEGACY_PY, reason="set EDGEBENCH_LEGACY_PYTHON to a Python with tflite-runtime and numpy<2 "
+                    "(extra: tflite-legacy), e.g. a python3.9 venv as on Raspberry Pi OS bullseye")
+def test_tflite_runtime_in_legacy_python_matches_litert(tflite_models: dict, tmp_path: Path) -> None:
+    from agent.runtimes.tflite import LiteRTRunner
+    litert = {k: _load(LiteRTRunner, tflite_models[k], threads=1) for k in ("fp32", "int8")}
+    q_spec = litert["int8"].input_specs()[0]
+    np.save(tmp_path / "x.float32.npy", X_NHWC)
+    np.save(tmp_path / "x.int8.npy", np.stack([quantize_input(x, q_spec) for x in X_NHWC]))
+    res = subprocess.run([LEGACY_PY, "-c", LEGACY_SCRIPT, str(ROOT), str(tmp_path / "x"),
+                          str(tflite_models["fp32"]), str(tflite_models["int8"])],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["chosen"] in ("tflite-runtime", "litert")  # litert when that venv has it too
+    fp = np.array(got[str(tflite_models["fp32"])], np.float32)
+    np.testing.assert_allclose(fp, tflite_models["ref"], atol=1e-4, rtol=1e-4)
+    q = np.array(got[str(tflite_models["int8"])], np.int64)
+    ref_q = np.stack([litert["int8"].infer({q_spec.name: quantize_input(x, q_spec)})[
+        litert["int8"].output_specs()[0].name] for x in X_NHWC]).astype(np.int64)
+    assert np.abs(q - ref_q).max() <= 1  # builtin int8 kernels vs XNNPACK's: one quantization step at most
 
 
 @needs_tf
@@ -172,7 +221,9 @@ def torch_model() -> object:
             self.conv = torch.nn.Conv2d(3, 8, 3)
             self.fc = torch.nn.Linear(8 * 5 * 5, 6)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # unannotated: under `from __future__ import annotations` FX's quantized codegen
+        # re-emits string annotations as unresolvable type names and TorchScript then fails
+        def forward(self, x):
             return self.fc(torch.nn.functional.max_pool2d(torch.relu(self.conv(x)), 2).flatten(1))
 
     m = Net().eval()
@@ -203,14 +254,48 @@ def test_torch_mobile_matches_eager(torch_model: SimpleNamespace, tmp_path: Path
     np.testing.assert_allclose(got, torch_model.ref, atol=1e-5, rtol=1e-5)
     d = r.describe()
     assert d["interpreter"] == ("lite-interpreter" if fmt == "ptl" else "torchscript") and d["threads"] == 1
-    # without manifest specs it still runs given feeds, but cannot invent inputs
-    bare = _load(TorchMobileRunner, path)
+    # without a manifest (and stored unnamed, as the agent's store does) it tells .ptl from .pt by content,
+    # still runs the feeds it is given, but cannot invent inputs
+    unnamed = tmp_path / "data"
+    unnamed.write_bytes(path.read_bytes())
+    bare = _load(TorchMobileRunner, unnamed)
+    assert bare.describe()["interpreter"] == d["interpreter"]
     with pytest.raises(RunnerError, match="manifest must list inputs"):
         bare.input_specs()
     np.testing.assert_allclose(bare.infer({"x": X_NCHW[0]})["output_0"], torch_model.ref[0], atol=1e-5)
     with pytest.raises(RunnerError) as e:
         r.infer({"image": np.zeros((1, 4, 12, 12), np.float32)})
     assert e.value.code == "bad-input"
+
+
+@needs_torch
+def test_torch_mobile_quantized_ptl_runs_on_its_engine(torch_model: SimpleNamespace, tmp_path: Path) -> None:
+    import torch
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    from agent.runtimes.torch_mobile import TorchMobileRunner
+    saved = torch.backends.quantized.engine
+    try:
+        torch.backends.quantized.engine = "qnnpack"  # the ARM engine a phone runs
+        x0 = torch.from_numpy(X_NCHW[0])
+        prepared = prepare_fx(torch_model.module, get_default_qconfig_mapping("qnnpack"), (x0,))
+        for x in np.random.default_rng(5).standard_normal((16, 1, 3, 12, 12)).astype(np.float32):
+            prepared(torch.from_numpy(x))
+        q = convert_fx(prepared)
+        with torch.no_grad():
+            ref_q = np.stack([q(torch.from_numpy(x)).numpy() for x in X_NCHW])
+        path = tmp_path / "q.ptl"
+        torch.jit.script(q)._save_for_lite_interpreter(str(path))
+        torch.backends.quantized.engine = "x86"  # the runner must switch to the manifest's engine itself
+        r = _load(TorchMobileRunner, path, threads=1,
+                  manifest={**MANIFEST, "format": "ptl", "precision": "int8", "engine": {"backend": "qnnpack"}})
+        assert r.describe()["quantized_engine"] == "qnnpack"
+        got = np.stack([r.infer({"image": x})["logits"] for x in X_NCHW])
+        np.testing.assert_allclose(got, ref_q, atol=1e-6)  # same kernels as the host's quantized model
+        assert np.abs(got - torch_model.ref).max() < 0.1 * float(np.ptp(torch_model.ref))  # and near fp32
+    finally:
+        torch.backends.quantized.engine = saved
 
 
 @needs_torch
@@ -235,6 +320,37 @@ def test_executorch_xnnpack_pte_matches_eager(torch_model: SimpleNamespace, tmp_
     assert d["delegate"] == "xnnpack" and d["threads"] == 1 and d["version"]
     named = _load(ExecuTorchRunner, path, manifest=MANIFEST)  # manifest names win over generic ones
     assert named.input_specs()[0].name == "image" and "logits" in named.infer({"image": X_NCHW[0]})
+
+
+@pytest.mark.slow
+@needs_torch
+@needs_et
+def test_executorch_int8_pte_matches_pt2e_reference(torch_model: SimpleNamespace, tmp_path: Path) -> None:
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from executorch.exir import to_edge_transform_and_lower
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from agent.runtimes.executorch import ExecuTorchRunner
+    x0 = (torch.from_numpy(X_NCHW[0]),)
+    prepared = prepare_pt2e(torch.export.export(torch_model.module, x0).module(),
+                            XNNPACKQuantizer().set_global(get_symmetric_quantization_config()))
+    for x in np.random.default_rng(5).standard_normal((16, 1, 3, 12, 12)).astype(np.float32):
+        prepared(torch.from_numpy(x))
+    q = convert_pt2e(prepared)
+    ref_q = np.stack([q(torch.from_numpy(x)).detach().numpy() for x in X_NCHW])
+    prog = to_edge_transform_and_lower(torch.export.export(q, x0), partitioner=[XnnpackPartitioner()]).to_executorch()
+    path = tmp_path / "q.pte"
+    path.write_bytes(prog.buffer)
+    r = _load(ExecuTorchRunner, path, threads=1, manifest=MANIFEST)
+    got = np.stack([r.infer({"image": x})["logits"] for x in X_NCHW])
+    np.testing.assert_allclose(got, ref_q, atol=0.02 * float(np.ptp(ref_q)))
+    assert np.abs(got - torch_model.ref).max() < 0.1 * float(np.ptp(torch_model.ref))
+    assert r.describe()["delegate"] == "xnnpack"
 
 
 @pytest.fixture(scope="module")
@@ -328,6 +444,14 @@ def test_tensorrt_cache_key_changes_with_every_input(tmp_path: Path) -> None:
         cache_key("", "10.3.0", "Orin", f16)
 
 
+def test_tensorrt_split_medians() -> None:
+    from agent.runtimes.tensorrt import split_medians
+    samples = [{"h2d_ms": h, "compute_ms": c, "d2h_ms": d} for h, c, d in ((0.1, 2.0, 0.05), (0.3, 1.0, 0.01),
+                                                                           (0.2, 9.0, 0.02))]
+    assert split_medians(samples) == {"h2d_ms": 0.2, "compute_ms": 2.0, "d2h_ms": 0.02}
+    assert split_medians([]) == {}
+
+
 @pytest.mark.skipif(has("tensorrt"), reason="tensorrt is installed: the missing-runtime error cannot be shown")
 def test_tensorrt_missing_is_one_clear_error(tmp_path: Path) -> None:
     from agent.runtimes.tensorrt import TensorRTRunner
@@ -355,6 +479,15 @@ def test_describe_all_imports_no_heavy_library() -> None:
             "tensorrt"} <= set(got["names"])
     assert got["available"]["tensorrt"] is has("tensorrt")
     assert got["available"]["litert"] is has("ai_edge_litert")
+
+
+def test_tflite_runtime_under_numpy2_is_reported_unusable_without_importing_it() -> None:
+    reason = registry.unusable_reason(registry.BY_NAME["tflite-runtime"])
+    if int(np.__version__.split(".")[0]) >= 2:
+        assert "numpy<2" in reason and np.__version__ in reason
+    else:
+        assert reason == ""
+    assert registry.unusable_reason(registry.BY_NAME["litert"]) == ""
 
 
 @needs_litert

@@ -58,11 +58,28 @@ def _version(entry: RuntimeEntry) -> str:
     return ""
 
 
-def is_installed(entry: RuntimeEntry) -> bool:
+def unusable_reason(entry: RuntimeEntry) -> str:
+    """Why an installed runtime cannot work here, found without importing it ("" when nothing is known)."""
+    if entry.name == "tflite-runtime":
+        # its wheels are built against numpy 1 and fail to import under numpy 2 ("_ARRAY_API not found")
+        try:
+            numpy_version = metadata.version("numpy")
+        except metadata.PackageNotFoundError:
+            return ""
+        if int(numpy_version.split(".")[0]) >= 2:
+            return f"tflite-runtime needs numpy<2 (this device has numpy {numpy_version})"
+    return ""
+
+
+def _found(entry: RuntimeEntry) -> bool:
     try:
         return importlib.util.find_spec(entry.import_name) is not None
     except (ImportError, ValueError):
         return False
+
+
+def is_installed(entry: RuntimeEntry) -> bool:
+    return _found(entry) and not unusable_reason(entry)
 
 
 def describe_all() -> list[dict]:
@@ -73,7 +90,8 @@ def describe_all() -> list[dict]:
         out.append({
             "name": r.name, "version": _version(r) if ok else "", "formats": list(r.formats),
             "delegates": list(r.delegates) if ok else [], "available": ok,
-            "detail": "" if ok else f"not installed: pip install 'edgebench[{r.extra}]'",
+            "detail": "" if ok else ((_found(r) and unusable_reason(r))
+                                     or f"not installed: pip install 'edgebench[{r.extra}]'"),
         })
     return out
 

@@ -63,7 +63,8 @@ class OnnxRuntimeRunner(Runner):
         try:
             import onnxruntime as ort
         except ImportError as e:
-            raise RunnerError("runtime-missing", f"onnxruntime is not installed ({e}): pip install 'edgebench[onnx]'") from e
+            raise RunnerError("runtime-missing",
+                              f"onnxruntime is not installed ({e}): pip install 'edgebench[onnx]'") from e
         self._ort = ort
         ro = options.runtime_options
         providers = choose_providers(ro.get("provider", "auto"), ort.get_available_providers())

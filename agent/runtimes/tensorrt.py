@@ -23,6 +23,7 @@ from typing import Any, Optional
 import numpy as np
 
 from agent.runtimes.base import Runner, RunnerError, RunnerOptions, TensorSpec
+from agent.runtimes.cuda_buffers import cuda_backend
 
 MISSING = ("TensorRT is not installed on this device: it ships with NVIDIA JetPack on a Jetson (make the agent's "
            "venv with --system-site-packages) or as the 'tensorrt' wheel from NVIDIA's index; "
@@ -111,119 +112,6 @@ def import_tensorrt() -> Any:
     return trt
 
 
-class _TorchCuda:
-    """Device buffers, a stream and timing events through torch.cuda."""
-
-    def __init__(self) -> None:
-        import torch
-        if not torch.cuda.is_available():
-            raise ImportError("torch has no CUDA device")
-        self.torch = torch
-        self.stream = torch.cuda.Stream()
-        self.handle = self.stream.cuda_stream
-
-    def gpu_name(self) -> str:
-        return str(self.torch.cuda.get_device_name(0))
-
-    def alloc(self, shape: list[int], dtype: np.dtype) -> tuple[Any, Any, int]:
-        t = self.torch
-        tdt = t.from_numpy(np.zeros(1, dtype)).dtype
-        host = t.empty(shape, dtype=tdt, pin_memory=True)
-        dev = t.empty(shape, dtype=tdt, device="cuda")
-        return host, dev, int(dev.data_ptr())
-
-    def event(self) -> Any:
-        return self.torch.cuda.Event(enable_timing=True)
-
-    def record(self, ev: Any) -> None:
-        ev.record(self.stream)
-
-    def h2d(self, host: Any, dev: Any, arr: np.ndarray) -> None:
-        host.numpy()[...] = arr
-        with self.torch.cuda.stream(self.stream):
-            dev.copy_(host, non_blocking=True)
-
-    def d2h(self, host: Any, dev: Any) -> None:
-        with self.torch.cuda.stream(self.stream):
-            host.copy_(dev, non_blocking=True)
-
-    def sync(self) -> None:
-        self.stream.synchronize()
-
-    @staticmethod
-    def elapsed_ms(a: Any, b: Any) -> float:
-        return float(a.elapsed_time(b))
-
-    @staticmethod
-    def to_numpy(host: Any) -> np.ndarray:
-        return host.numpy().copy()
-
-
-class _CudaPython:
-    """The same through cuda-python's runtime bindings (what a Jetson without torch has)."""
-
-    def __init__(self) -> None:
-        try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            from cuda import cudart  # cuda-python < 12.6 layout
-        self.rt = cudart
-        self.stream = self._ok(cudart.cudaStreamCreate())
-        self.handle = int(self.stream)
-
-    def _ok(self, result: Any) -> Any:
-        err, *rest = result if isinstance(result, tuple) else (result,)
-        if int(err) != 0:
-            raise RunnerError("load-failed", f"CUDA error {err}")
-        return rest[0] if len(rest) == 1 else (rest or None)
-
-    def gpu_name(self) -> str:
-        props = self._ok(self.rt.cudaGetDeviceProperties(0))
-        name = props.name
-        return name.split(b"\0", 1)[0].decode() if isinstance(name, bytes) else str(name)
-
-    def alloc(self, shape: list[int], dtype: np.dtype) -> tuple[Any, Any, int]:
-        host = np.empty(shape, dtype)
-        ptr = self._ok(self.rt.cudaMalloc(max(1, host.nbytes)))
-        return host, ptr, int(ptr)
-
-    def event(self) -> Any:
-        return self._ok(self.rt.cudaEventCreate())
-
-    def record(self, ev: Any) -> None:
-        self._ok(self.rt.cudaEventRecord(ev, self.stream))
-
-    def h2d(self, host: np.ndarray, dev: Any, arr: np.ndarray) -> None:
-        host[...] = arr
-        self._ok(self.rt.cudaMemcpyAsync(dev, host.ctypes.data, host.nbytes,
-                                         self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream))
-
-    def d2h(self, host: np.ndarray, dev: Any) -> None:
-        self._ok(self.rt.cudaMemcpyAsync(host.ctypes.data, dev, host.nbytes,
-                                         self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream))
-
-    def sync(self) -> None:
-        self._ok(self.rt.cudaStreamSynchronize(self.stream))
-
-    def elapsed_ms(self, a: Any, b: Any) -> float:
-        return float(self._ok(self.rt.cudaEventElapsedTime(a, b)))
-
-    @staticmethod
-    def to_numpy(host: np.ndarray) -> np.ndarray:
-        return host.copy()
-
-
-def _cuda() -> Any:
-    errors = []
-    for backend in (_TorchCuda, _CudaPython):
-        try:
-            return backend()
-        except ImportError as e:
-            errors.append(str(e))
-    raise RunnerError("runtime-missing", "TensorRT needs CUDA buffers from torch (with CUDA) or cuda-python: "
-                      f"pip install cuda-python ({'; '.join(errors)})")
-
-
 class TensorRTRunner(Runner):
     name = "tensorrt"
 
@@ -240,12 +128,13 @@ class TensorRTRunner(Runner):
         self._build_s = 0.0
         self._gpu = ""
         self.last_timings: dict[str, float] = {}
+        self._timings: list[dict[str, float]] = []
 
     def load(self, path: str, options: RunnerOptions) -> None:
         trt = self._trt = import_tensorrt()
         manifest = options.manifest or {}
         self._settings = build_flags(manifest)
-        self._cuda = _cuda()
+        self._cuda = cuda_backend()
         self._gpu = self._cuda.gpu_name()
         sha = manifest.get("sha256") or _sha256(path)
         self._key = cache_key(sha, trt.__version__, self._gpu, self._settings)
@@ -255,19 +144,21 @@ class TensorRTRunner(Runner):
         runtime = trt.Runtime(logger)
         if self._settings["dla_core"] is not None:
             runtime.DLA_core = self._settings["dla_core"]
-        blob = None
+        self._engine = None
         if os.path.isfile(epath):
             with open(epath, "rb") as f:
-                blob = f.read()
-            self._cached = True
-        else:
+                self._engine = runtime.deserialize_cuda_engine(f.read())
+            self._cached = self._engine is not None
+            if self._engine is None:  # truncated or foreign file: rebuild rather than fail every deploy
+                os.unlink(epath)
+        if self._engine is None:
             t0 = time.perf_counter()
             blob = self._build(trt, logger, path, timing_cache_path(cache_dir, trt.__version__, self._gpu))
             self._build_s = time.perf_counter() - t0
             _atomic_write(epath, blob)
-        self._engine = runtime.deserialize_cuda_engine(blob)
+            self._engine = runtime.deserialize_cuda_engine(blob)
         if self._engine is None:
-            raise RunnerError("load-failed", f"TensorRT could not deserialize the engine {epath}; delete it to rebuild")
+            raise RunnerError("load-failed", f"TensorRT built but could not deserialize the engine {epath}")
         self._context = self._engine.create_execution_context()
         self._bind(trt, manifest)
 
@@ -279,17 +170,18 @@ class TensorRTRunner(Runner):
             net_flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
         network = builder.create_network(net_flags)
         parser = trt.OnnxParser(network, logger)
-        with open(onnx_path, "rb") as f:
-            if not parser.parse(f.read()):
-                errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-                raise RunnerError("load-failed", f"TensorRT's ONNX parser rejected {onnx_path}: {errs}")
+        # parse_from_file also resolves external weight files beside the .onnx (models over 2 GB)
+        if not parser.parse_from_file(onnx_path):
+            errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise RunnerError("load-failed", f"TensorRT's ONNX parser rejected {onnx_path}: {errs}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, s["workspace_mb"] << 20)
         for name in s["flags"]:
-            if name.startswith("-"):
-                config.clear_flag(getattr(trt.BuilderFlag, name[1:]))
-            else:
-                config.set_flag(getattr(trt.BuilderFlag, name))
+            flag = getattr(trt.BuilderFlag, name.lstrip("-"), None)
+            if flag is None:  # newer TensorRT drops weak-typing flags in favour of strongly typed networks
+                raise RunnerError("load-failed", f"TensorRT {trt.__version__} has no builder flag {name.lstrip('-')}: "
+                                  "export the ONNX in its target precision and set engine.strongly_typed")
+            (config.clear_flag if name.startswith("-") else config.set_flag)(flag)
         if s["dla_core"] is not None:
             config.default_device_type = trt.DeviceType.DLA
             config.DLA_core = s["dla_core"]
@@ -366,6 +258,8 @@ class TensorRTRunner(Runner):
         # trtexec's split: the benchmark's wall time is the sum; these say where it went
         self.last_timings = {"h2d_ms": cu.elapsed_ms(e0, e1), "compute_ms": cu.elapsed_ms(e1, e2),
                              "d2h_ms": cu.elapsed_ms(e2, e3)}
+        if len(self._timings) < 100_000:
+            self._timings.append(self.last_timings)
         return {spec.name: cu.to_numpy(host) for spec, host, _ in self._out}
 
     def describe(self) -> dict[str, Any]:
@@ -379,7 +273,7 @@ class TensorRTRunner(Runner):
                        **self._settings},
             "gpu": self._gpu,
             "threads": 0,
-            "last_timings": dict(self.last_timings),
+            "timings_median_ms": split_medians(self._timings),
             "verified": False,  # see the module docstring
         }
 
@@ -387,6 +281,13 @@ class TensorRTRunner(Runner):
         self._context = None
         self._engine = None
         self._in, self._out = [], []
+
+
+def split_medians(samples: list[dict[str, float]]) -> dict[str, float]:
+    """Median H2D / compute / D2H over the inferences so far (describe() after a benchmark reports them)."""
+    if not samples:
+        return {}
+    return {k: float(np.median([s[k] for s in samples])) for k in ("h2d_ms", "compute_ms", "d2h_ms")}
 
 
 def _sha256(path: str) -> str:
@@ -400,6 +301,6 @@ def _sha256(path: str) -> str:
 def gpu_name_or_none() -> Optional[str]:
     """The GPU's name when a CUDA backend is importable, for GetInfo; None elsewhere."""
     try:
-        return _cuda().gpu_name()
+        return cuda_backend().gpu_name()
     except RunnerError:
         return None

@@ -52,6 +52,7 @@ class _InterpreterRunner(Runner):
         self._xnnpack = True
         self._path = ""
         self._version = ""
+        self._partitions: Optional[int] = None
         self._set: Any = None
         self._get: Any = None
         self._invoke: Any = None
@@ -81,7 +82,11 @@ class _InterpreterRunner(Runner):
         try:
             interp = mod.Interpreter(**kwargs)
             interp.allocate_tensors()
-        except (ValueError, RuntimeError) as e:
+        except (ValueError, RuntimeError, SystemError) as e:
+            if isinstance(e, SystemError) and int(np.__version__.split(".")[0]) >= 2:
+                # tflite-runtime's C extension, built for numpy 1, fails here under numpy 2 ("_ARRAY_API not found")
+                raise RunnerError("runtime-missing", f"{self.name} does not work with numpy {np.__version__}: "
+                                  "use numpy<2, or pip install 'edgebench[tflite]' for LiteRT") from e
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise RunnerError("load-failed", f"{self.name} could not load {path}: {first}") from e
         self._interp = interp
@@ -95,6 +100,16 @@ class _InterpreterRunner(Runner):
         self._get = interp.get_tensor
         self._invoke = interp.invoke
         self._version = self._runtime_version(mod)
+        self._partitions = self._delegate_partitions(interp)
+
+    @staticmethod
+    def _delegate_partitions(interp: Any) -> Optional[int]:
+        # XNNPACK being on does not mean it took the graph (tflite-runtime 2.14 leaves int8 models on the
+        # builtin kernels): a delegated partition shows up as a DELEGATE node. Private API, so None if absent.
+        try:
+            return sum(1 for op in interp._get_ops_details() if op.get("op_name") == "DELEGATE")
+        except Exception:  # noqa: BLE001 - any failure just means "unknown"
+            return None
 
     def input_specs(self) -> list[TensorSpec]:
         return list(self._in_specs)
@@ -143,10 +158,13 @@ class _InterpreterRunner(Runner):
             raise RunnerError("bad-input", f"{self.name}: {e}") from e
 
     def describe(self) -> dict[str, Any]:
+        delegated = self._xnnpack and (self._partitions is None or self._partitions > 0)
         return {
             "runtime": self.name,
             "version": self._version,
-            "delegate": "xnnpack" if self._xnnpack else "none",
+            "delegate": "xnnpack" if delegated else "none",
+            "xnnpack_requested": self._xnnpack,
+            "delegate_partitions": self._partitions,
             "threads": self._threads,
             "op_resolver": "auto" if self._xnnpack else "builtin_without_default_delegates",
         }
@@ -163,7 +181,8 @@ class LiteRTRunner(_InterpreterRunner):
         try:
             from ai_edge_litert import interpreter
         except ImportError as e:
-            raise RunnerError("runtime-missing", f"LiteRT is not installed ({e}): pip install 'edgebench[tflite]'") from e
+            raise RunnerError("runtime-missing",
+                              f"LiteRT is not installed ({e}): pip install 'edgebench[tflite]'") from e
         return interpreter
 
     def _runtime_version(self, mod: ModuleType) -> str:
@@ -183,12 +202,13 @@ class TFLiteRuntimeRunner(_InterpreterRunner):
     def _module(self) -> ModuleType:
         try:
             from tflite_runtime import interpreter
-        except ImportError as e:
+        except (ImportError, AttributeError) as e:
+            missing = isinstance(e, ModuleNotFoundError) and (e.name or "").startswith("tflite_runtime")
+            if not missing and np.__version__.split(".")[0] != "1":  # built against numpy 1: "_ARRAY_API not found" under 2
+                raise RunnerError("runtime-missing", f"tflite-runtime does not work with numpy {np.__version__} "
+                                  f"({e}): use numpy<2, or pip install 'edgebench[tflite]' for LiteRT") from e
             raise RunnerError("runtime-missing", f"tflite-runtime is not installed ({e}): "
                               "pip install 'edgebench[tflite-legacy]' (needs numpy<2)") from e
-        except AttributeError as e:  # built against numpy 1: '_ARRAY_API not found' under numpy 2
-            raise RunnerError("runtime-missing", f"tflite-runtime does not work with numpy {np.__version__} ({e}): "
-                              "use numpy<2 or pip install 'edgebench[tflite]'") from e
         return interpreter
 
     def _runtime_version(self, mod: ModuleType) -> str:
@@ -205,7 +225,8 @@ class TFLiteTFRunner(_InterpreterRunner):
         try:
             import tensorflow as tf
         except ImportError as e:
-            raise RunnerError("runtime-missing", f"tensorflow is not installed ({e}): pip install 'edgebench[tflite]'") from e
+            raise RunnerError("runtime-missing",
+                              f"tensorflow is not installed ({e}): pip install 'edgebench[tflite]'") from e
         return tf.lite
 
     def _resolver_types(self, mod: ModuleType) -> Any:

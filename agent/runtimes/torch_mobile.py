@@ -44,6 +44,16 @@ def to_numpy_outputs(result: Any, names: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
+def sniff_torch_format(path: str) -> str:
+    """"ptl" when the zip holds lite-interpreter bytecode, else "torchscript" (the agent stores files unnamed)."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            return "ptl" if any(n.endswith("/bytecode.pkl") for n in z.namelist()) else "torchscript"
+    except (OSError, zipfile.BadZipFile):
+        return "ptl" if path.endswith(".ptl") else "torchscript"
+
+
 class TorchMobileRunner(Runner):
     name = "torch-mobile"
 
@@ -61,14 +71,15 @@ class TorchMobileRunner(Runner):
         try:
             import torch
         except ImportError as e:
-            raise RunnerError("runtime-missing", f"torch is not installed ({e}): pip install 'edgebench[torch]'") from e
+            raise RunnerError("runtime-missing",
+                              f"torch is not installed ({e}): pip install 'edgebench[torch]'") from e
         self._torch = torch
         self._threads = int(options.threads or 0)
         if self._threads > 0:
             torch.set_num_threads(self._threads)  # per process: the worker runs one artifact
         manifest = options.manifest or {}
         self._set_quantized_engine(torch, manifest, options)
-        fmt = manifest.get("format") or ("ptl" if path.endswith(".ptl") else "torchscript")
+        fmt = manifest.get("format") or sniff_torch_format(path)
         try:
             if fmt == "ptl":
                 from torch.jit.mobile import _load_for_lite_interpreter

@@ -35,12 +35,25 @@ def register(sub: argparse._SubParsersAction, help_: str) -> None:
     p.add_argument("--runtime", default="", help="force a runtime (litert, tflite-runtime, onnxruntime, ...)")
     p.add_argument("--runtime-option", action="append", default=[], metavar="KEY=VALUE",
                    help="runtime option, e.g. xnnpack=0, provider=cuda, affinity=2,3; repeatable")
+    p.add_argument("--inputs", help="user input tensors for the benchmark: .npz with one array per input name "
+                   "(default: random inputs per dtype/shape, fixed --seed, several rotated)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("--timeout", type=float, default=0, help="deadline per agent call in seconds (0 = automatic)")
     p.add_argument("--data", help="also measure accuracy on the device with this dataset (see host eval)")
     p.add_argument("--data-limit", type=int, default=1000, help="samples used by --data")
     add_db(p)
     add_json(p)
     p.set_defaults(func=run)
+
+
+def load_inputs(path: str) -> dict:
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read --inputs {path}: {e} (expected an .npz with one array per input name)") from e
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     settings = RunSettings(threads=args.threads, runs=args.runs, min_seconds=args.min_seconds,
                            max_seconds=args.max_seconds, warmup_runs=args.warmup, warmup_seconds=args.warmup_seconds,
                            target_ci=args.target_ci / 100.0, runtime=args.runtime, runtime_options=opts,
-                           timeout=args.timeout, data=args.data, data_limit=args.data_limit)
+                           timeout=args.timeout, data=args.data, data_limit=args.data_limit, seed=args.seed,
+                           inputs=load_inputs(args.inputs) if args.inputs else None)
     store = ResultStore(db_path(args))
     results = deploy(targets, artifacts, settings, store)
     if args.json:

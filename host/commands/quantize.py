@@ -4,6 +4,7 @@ host-side check against the FP32 source."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import traceback
@@ -146,7 +147,9 @@ def run(args: argparse.Namespace) -> int:
                               extra={"check_samples": args.check_samples})
         _say(f"{p}/{m}: converting {source.name}")
         try:
-            art = converters[p].quantize(req)
+            # Libraries print progress on stdout (onnxruntime's calibrators do); keep stdout for our output.
+            with contextlib.redirect_stdout(sys.stderr):
+                art = converters[p].quantize(req)
         except QuantizeError as e:
             if len(pairs) == 1:
                 raise

@@ -15,7 +15,7 @@ FORMATS = ("table", "csv", "json", "html")
 def register(sub: argparse._SubParsersAction, help_: str) -> None:
     p = sub.add_parser("report", help=help_, description=(
         "One row per device x model x platform x method from the results database: latency p50/p90 with the "
-        "95%% CI of the median, speed-up vs FP32 on the same device and runtime (Mann-Whitney U on the stored "
+        "95% CI of the median, speed-up vs FP32 on the same device and runtime (Mann-Whitney U on the stored "
         "samples says whether it is significant), accuracy measured on the device and its drop vs FP32, "
         "artifact size, load time, peak memory and device-state flags. The HTML format is one self-contained "
         "file with latency distributions, accuracy vs latency with the Pareto front, size by method, and the "

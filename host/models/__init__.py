@@ -63,7 +63,8 @@ class ModelSource:
         return obj.eval() if hasattr(obj, "eval") else obj
 
     def fresh_torch_module(self) -> Any:
-        """A private copy for converters that mutate the model in place (QAT, dynamic quantization)."""
+        """A private eval-mode copy for converters that mutate the model in place (QAT, quantization).
+        (An ExportedProgram's module refuses .train()/.eval(); it is already in inference form.)"""
         import copy
 
         return copy.deepcopy(self.torch_module())

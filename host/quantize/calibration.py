@@ -102,8 +102,10 @@ def run_torch_calibration(model: Any, x: np.ndarray, batch_size: int,
 # -- torch observers -------------------------------------------------------------------------------
 
 def _percentile_observer_class(base: type) -> type:
-    """A MinMax-style observer whose range is the running mean of per-batch 0.01/99.99 percentiles
-    (robust to outliers, like TensorRT's and onnxruntime's percentile calibration)."""
+    """A MinMax-style observer whose range is the 0.01/99.99 percentile of every value it saw
+    (robust to outliers, like onnxruntime's and TensorRT's percentile calibration). It keeps a
+    strided subsample of the activations (at most _MAX_QUANTILE_ELEMS values) and computes the
+    percentiles when the quantization parameters are asked for."""
 
     class PercentileObserver(base):  # type: ignore[misc, valid-type]
         percentile = PERCENTILE
@@ -114,19 +116,30 @@ def _percentile_observer_class(base: type) -> type:
             if x_orig.numel() == 0:
                 return x_orig
             x = x_orig.detach().to(self.min_val.dtype).flatten()
-            if x.numel() > _MAX_QUANTILE_ELEMS:
-                x = x[:: x.numel() // _MAX_QUANTILE_ELEMS + 1]
-            q = torch.tensor([1.0 - self.percentile / 100.0, self.percentile / 100.0], dtype=x.dtype)
-            lo, hi = torch.quantile(x, q)
-            n = getattr(self, "_batches", 0)
-            if n == 0:
-                self.min_val.resize_(lo.shape).copy_(lo)
-                self.max_val.resize_(hi.shape).copy_(hi)
-            else:
-                self.min_val.copy_(self.min_val + (lo - self.min_val) / (n + 1))
-                self.max_val.copy_(self.max_val + (hi - self.max_val) / (n + 1))
-            self._batches = n + 1
+            per_batch = _MAX_QUANTILE_ELEMS // 16
+            if x.numel() > per_batch:
+                x = x[:: x.numel() // per_batch + 1]
+            kept = getattr(self, "_kept", None)
+            kept = x.clone() if kept is None else torch.cat([kept, x])
+            if kept.numel() > _MAX_QUANTILE_ELEMS:
+                kept = kept[::2]
+            self._kept = kept
+            self._fresh = False
             return x_orig
+
+        def calculate_qparams(self):  # noqa: ANN201 - torch observer signature
+            if getattr(self, "_kept", None) is not None and not getattr(self, "_fresh", False):
+                self._refresh()   # percentiles once, when convert asks, not after every batch
+                self._fresh = True
+            return super().calculate_qparams()
+
+        def _refresh(self) -> None:
+            import torch
+
+            q = torch.tensor([1.0 - self.percentile / 100.0, self.percentile / 100.0], dtype=self._kept.dtype)
+            lo, hi = torch.quantile(self._kept, q)
+            self.min_val.resize_(lo.shape).copy_(lo)
+            self.max_val.resize_(hi.shape).copy_(hi)
 
     return PercentileObserver
 

@@ -33,6 +33,11 @@ def _is_dq(node: Any) -> bool:
     return getattr(node, "op", "") == "call_function" and "dequantize" in str(node.target)
 
 
+def _is_q(node: Any) -> bool:
+    t = str(getattr(node, "target", ""))
+    return getattr(node, "op", "") == "call_function" and "quantize_per" in t and "dequantize" not in t
+
+
 def ops_by_precision(graph_module: Any) -> dict[str, dict[str, int]]:
     """Op counts of a PT2E-converted graph: an op fed by a dequantize node runs in int8 after lowering."""
     pairs = []
@@ -43,7 +48,9 @@ def ops_by_precision(graph_module: Any) -> dict[str, dict[str, int]]:
         if any(k in name for k in _QDQ_MARK) or any(k in name for k in _SKIP):
             continue
         tensor_args = [a for a in node.args if hasattr(a, "op")]
-        prec = "int8" if tensor_args and _is_dq(tensor_args[0]) else "fp32"
+        # Fed by a dequantize, or feeding only quantize nodes (conv -> relu -> q fuses into one int8 op).
+        feeds_q = bool(node.users) and all(_is_q(u) for u in node.users)
+        prec = "int8" if (tensor_args and _is_dq(tensor_args[0])) or feeds_q else "fp32"
         pairs.append((name, prec))
     return checks.count_ops(pairs)
 
@@ -75,6 +82,9 @@ class ExecuTorchConverter(Converter):
         if source.kind not in ("torch", "exported"):
             return (f"a {source.kind} model cannot become an ExecuTorch program: ExecuTorch needs a PyTorch "
                     "factory or a torch.export .pt2 (TorchScript, ONNX and Keras cannot be exported)")
+        if source.kind == "exported" and method == "qat":
+            return ("qat needs a package.module:function factory: an ExportedProgram is frozen to its "
+                    "example batch and eval-mode graph, so it cannot be fine-tuned")
         return None
 
     def quantize(self, req: QuantizeRequest) -> Artifact:
@@ -152,7 +162,7 @@ class ExecuTorchConverter(Converter):
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
         x = calib_array(req.calib, req.calib_samples, shape)
-        gm = self._export(req.source.fresh_torch_module().eval(), example).module()
+        gm = self._export(req.source.fresh_torch_module(), example).module()
         prepared = prepare_pt2e(gm, self._quantizer(req, qat=False))
         say(f"executorch static: calibrating with {len(x)} samples ({req.calib_method})")
         run_torch_calibration(prepared, x, shape[0], say)   # the exported graph has a fixed batch

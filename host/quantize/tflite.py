@@ -20,6 +20,7 @@ is compared with the FP32 source; ops are counted by precision.
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any, Callable, Optional
 
@@ -33,7 +34,7 @@ from host.quantize.calibration import batches, calib_array, fit_to_shape
 
 TORCH_METHODS = ("fp32", "dynamic", "static")
 PRECISION = {"fp32": "fp32", "dynamic": "dynamic-int8", "fp16": "fp16", "static": "int8", "qat": "int8"}
-QAT_LR = 1e-4       # fine-tuning a trained model: small steps keep its accuracy
+QAT_LR = 1e-5       # fine-tuning a trained model: small steps keep its decisions close to FP32
 QAT_BATCH = 32
 MINMAX_NOTE = "TFLiteConverter calibrates with min/max only; percentile and entropy are not offered"
 
@@ -103,8 +104,6 @@ class TFLiteConverter(Converter):
         if layout:   # the datasets are NCHW; Keras models were fed NHWC
             art.manifest.preprocessing["layout"] = layout
             art.write_manifest()
-        for w in chk["warnings"]:
-            say(f"WARNING: {w}")
         return art
 
 
@@ -166,7 +165,7 @@ def _convert_keras(req: QuantizeRequest, tfm: Any, shape: tuple[int, ...], path:
             # representative dataset for full-integer conversion, so it gets a slice of the data.
             ds = req.calib if req.calib is not None else req.train
             x = fit_to_shape(ds.x[:min(req.calib_samples, 100)], shape)
-            conv.representative_dataset = _representative(x, say)
+            conv.representative_dataset = _representative(x, say, "representative data (qat)")
             calibration["representative_samples"] = int(len(x))
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if not req.per_channel:
@@ -189,9 +188,10 @@ def _convert_keras(req: QuantizeRequest, tfm: Any, shape: tuple[int, ...], path:
     return calibration, engine
 
 
-def _representative(x: np.ndarray, say: Callable[[str], None]) -> Callable[[], Any]:
+def _representative(x: np.ndarray, say: Callable[[str], None],
+                    label: str = "calibrating (min/max)") -> Callable[[], Any]:
     def gen() -> Any:
-        for b in batches(x, 1, say, "calibrating (min/max)"):
+        for b in batches(x, 1, say, label):
             yield [np.ascontiguousarray(b, np.float32)]
     return gen
 
@@ -236,11 +236,39 @@ def _qat_model(req: QuantizeRequest, tfm: Any, shape: tuple[int, ...],
         raise QuantizeError("qat needs labelled training data (--train fashion-mnist, an image folder, an .npz "
                             "with x and y) or --train-fn package.module:train")
     x, y = fit_to_shape(ds.x, shape), np.asarray(ds.y).astype(np.int64)
+    init_qat_ranges(qmodel, base, x[:256])
     lr = float(req.extra.get("lr", QAT_LR))
     history = _fit(qmodel, base, x, y, req.epochs, lr, say)
     return qmodel, {"method": "qat", "dataset": ds.name, "samples": int(len(x)), "epochs": req.epochs,
                     "optimizer": f"Adam(lr={lr})", "batch_size": QAT_BATCH, "history": history,
                     "library": "tensorflow-model-optimization quantize_model (tf_keras)"}
+
+
+def init_qat_ranges(qmodel: Any, base: Any, x: np.ndarray) -> None:
+    """Start tfmot's activation ranges at the FP32 model's observed min/max.
+
+    tfmot initialises every activation range to [-6, 6] and moves it by an EMA with decay 0.999, so a
+    short fine-tune leaves logits beyond +-6 clipped. Seeding the ranges from the float model's layer
+    outputs on data makes the first QAT step start where post-training calibration would."""
+    import tf_keras
+
+    layers = [lyr for lyr in base.layers if not isinstance(lyr, tf_keras.layers.InputLayer)]
+    probe = tf_keras.Model(base.inputs, [lyr.output for lyr in layers])
+    outs = probe.predict(x, batch_size=64, verbose=0)
+    ranges = {lyr.name: (min(0.0, float(np.min(o))), max(0.0, float(np.max(o)))) for lyr, o in zip(layers, outs)}
+    ranges["__input__"] = (min(0.0, float(x.min())), max(0.0, float(x.max())))
+    for qlayer in qmodel.layers:
+        inner = getattr(qlayer, "layer", None)
+        key = "__input__" if type(qlayer).__name__ == "QuantizeLayer" else getattr(inner, "name", None)
+        if key not in ranges:
+            continue
+        lo, hi = ranges[key]
+        for w in qlayer.weights:
+            leaf = w.name.split("/")[-1].split(":")[0]
+            if leaf.endswith(("output_min", "post_activation_min", "quantize_layer_min")):
+                w.assign(lo)
+            elif leaf.endswith(("output_max", "post_activation_max", "quantize_layer_max")):
+                w.assign(hi)
 
 
 def _fit(qmodel: Any, base: Any, x: np.ndarray, y: np.ndarray, epochs: int, lr: float,
@@ -260,6 +288,7 @@ def _fit(qmodel: Any, base: Any, x: np.ndarray, y: np.ndarray, epochs: int, lr: 
     qmodel.compile(optimizer=tf_keras.optimizers.Adam(lr),
                    loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
                    metrics=["accuracy"])
+    tf_keras.utils.set_random_seed(0)   # same data order on every run: comparable artifacts
     say(f"tflite qat: fine-tuning on {len(x)} samples for {epochs} epoch(s)")
     hist = qmodel.fit(x, y, batch_size=QAT_BATCH, epochs=epochs, shuffle=True, verbose=0, callbacks=[Progress()])
     return [{"epoch": i + 1, "loss": round(float(hist.history["loss"][i]), 5),
@@ -275,9 +304,16 @@ def _host_check(req: QuantizeRequest, path: Any, shape: tuple[int, ...], extra_w
     if src.kind in TF_KINDS:
         ref = src.load().predict(x)
     else:
-        ref = checks.source_reference(src, x)
+        # ExportedPrograms are specialised to their example batch (torch 2.13 raises AssertionError,
+        # not the RuntimeError checks.source_reference falls back on): feed them one sample at a time.
+        ref = checks.source_reference(src, x, batch_size=1 if src.kind == "exported" else 50)
     agreement = checks.compare_outputs(ref, out, src.task)
     agreement["data"] = data_name
+    y = _labels_for(req, data_name, len(x))
+    if y is not None and src.task == "classification" and out.ndim == 2:
+        # QAT fine-tunes the model, so agreement with FP32 alone undersells it: record accuracy too.
+        agreement["accuracy"] = float((out.argmax(1) == y).mean())
+        agreement["accuracy_fp32"] = float((ref.argmax(1) == y).mean())
     ops = tflite_inspect.ops_by_precision(path)
     chk = checks.finish_checks(agreement, ops, req.method, extra_warnings)
     try:
@@ -287,3 +323,16 @@ def _host_check(req: QuantizeRequest, path: Any, shape: tuple[int, ...], extra_w
     except Exception:  # metadata missing in odd installs: the check still stands
         chk["runtime"] = "ai-edge-litert (XNNPACK)"
     return chk
+
+
+def _labels_for(req: QuantizeRequest, data_name: str, n: int) -> Optional[np.ndarray]:
+    """Labels of the check slice that checks.check_inputs picked (by its recorded name), if any."""
+    if req.check is not None and data_name == req.check.name:
+        return None if req.check.y is None else np.asarray(req.check.y[:n])
+    m = re.search(r"\[(\d+):(\d+)\]$", data_name)
+    for ds in (req.calib, req.train):
+        if m and ds is not None and ds.y is not None and data_name.startswith(ds.name + "["):
+            start = int(m.group(1))
+            y = np.asarray(ds.y[start:start + n])
+            return y if len(y) == n else None
+    return None

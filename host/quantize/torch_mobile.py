@@ -64,6 +64,17 @@ def ops_by_precision(scripted: Any) -> dict[str, dict[str, int]]:
     return checks.count_ops(pairs)
 
 
+def _fold_batchnorm(model: Any) -> Any:
+    """conv-bn(-relu) folding with FX (what freezing does for fp32), so dynamic artifacts of CNNs are
+    not heavier than their fp32 twins; models FX cannot trace are returned unchanged."""
+    from torch.ao.quantization.quantize_fx import fuse_fx
+
+    try:
+        return fuse_fx(model.eval())
+    except Exception:
+        return model
+
+
 class TorchMobileConverter(Converter):
     platform = "pytorch"
     format = "ptl"
@@ -76,6 +87,9 @@ class TorchMobileConverter(Converter):
         if not source.is_torch:
             return (f"a {source.kind} model cannot become PyTorch Mobile: use a PyTorch factory, .pt2 or "
                     f"TorchScript source (or --platform tflite/tensorrt for {source.kind})")
+        if source.kind == "exported" and method != "fp32":
+            return (f"{method} on pytorch needs a package.module:function factory: FX quantization matches "
+                    "nn.Modules and functionals, not the aten ops of an ExportedProgram (use --platform executorch)")
         if source.kind == "torchscript" and method != "fp32":
             return (f"{method} quantization needs an nn.Module or ExportedProgram; TorchScript sources "
                     "support only fp32 on pytorch (use a package.module:function factory)")
@@ -97,10 +111,14 @@ class TorchMobileConverter(Converter):
                 model = src.torch_module()
                 precision = "fp32"
             elif req.method == "dynamic":
-                # quantize_dynamic skips MHA's out_proj unless the fast path is off (FACTS.md).
+                # A quantized TransformerEncoder only runs with the MHA fast path off (FACTS.md); it
+                # stays off while tracing, and is restored below.
+                fastpath = torch.backends.mha.get_fastpath_enabled()
                 torch.backends.mha.set_fastpath_enabled(False)
                 model = torch.ao.quantization.quantize_dynamic(
-                    src.fresh_torch_module(), {torch.nn.Linear, torch.nn.LSTM, torch.nn.GRU}, dtype=torch.qint8)
+                    _fold_batchnorm(src.fresh_torch_module()),
+                    {torch.nn.Linear, torch.ao.nn.intrinsic.LinearReLU, torch.nn.LSTM, torch.nn.GRU},
+                    dtype=torch.qint8)
                 precision = "dynamic-int8"
             elif req.method == "static":
                 model, calibration = self._static(req, shape, engine, example, say)
@@ -108,7 +126,13 @@ class TorchMobileConverter(Converter):
             else:
                 model, calibration = self._qat(req, shape, engine, example, say)
                 precision = "int8"
-            scripted = self._to_torchscript(model, example)
+            try:
+                scripted = self._to_torchscript(model, example)
+            finally:
+                if req.method == "dynamic":
+                    torch.backends.mha.set_fastpath_enabled(fastpath)
+            # Freezing folds conv-bn in float models; on (dynamically) quantized ones it grows the file.
+            scripted, frozen = self._freeze(scripted) if precision == "fp32" else (scripted, False)
             path = checks.artifact_path(req, self.platform, "ptl")
             scripted._save_for_lite_interpreter(str(path))
         say(f"pytorch {req.method}: wrote {path.name} ({path.stat().st_size / 1e6:.2f} MB); checking with the lite interpreter")
@@ -129,7 +153,8 @@ class TorchMobileConverter(Converter):
         return checks.finish_manifest(
             req, path, platform=self.platform, fmt=self.format, precision=precision, inputs=inputs,
             outputs=outputs, checks=chk, conversion_s=t.seconds, versions=checks.tool_versions("torch", "torchao"),
-            engine={"quantized_engine": engine, "target_arch": req.target_arch, "runtime": "lite_interpreter"},
+            engine={"quantized_engine": engine, "target_arch": req.target_arch, "runtime": "lite_interpreter",
+                    "frozen": frozen},
             calibration=calibration)
 
     # -- methods ---------------------------------------------------------------------------------
@@ -140,13 +165,13 @@ class TorchMobileConverter(Converter):
         x = calib_array(req.calib, req.calib_samples, shape)
         mapping = torch_fx_qconfig_mapping(req.calib_method, req.per_channel, engine)
         try:
-            prepared = prepare_fx(req.source.fresh_torch_module().eval(), mapping, (example,))
+            prepared = prepare_fx(req.source.fresh_torch_module(), mapping, (example,))
         except Exception as e:
             raise QuantizeError(f"FX graph mode cannot trace this model ({type(e).__name__}: "
                                 f"{str(e).splitlines()[0] if str(e) else ''}); try --method dynamic or "
                                 "--platform executorch") from e
         say(f"pytorch static: calibrating with {len(x)} samples ({req.calib_method})")
-        run_torch_calibration(prepared, x, 32, say)
+        run_torch_calibration(prepared, x, 1 if req.source.kind == "exported" else 32, say)
         return convert_fx(prepared), {
             "method": req.calib_method, "samples": int(len(x)), "dataset": req.calib.name,
             "per_channel": req.per_channel, "observer": OBSERVER_NAMES["torch"][req.calib_method],
@@ -166,6 +191,17 @@ class TorchMobileConverter(Converter):
         record = finetune(prepared, req, shape, say)
         prepared.eval()
         return convert_fx(prepared), record
+
+    @staticmethod
+    def _freeze(scripted: Any) -> tuple[Any, bool]:
+        """torch.jit.freeze: weights become constants and conv-bn folds, which is what one ships
+        (optimize_for_mobile would do more but needs XNNPACK, absent from this CPU wheel)."""
+        import torch
+
+        try:
+            return torch.jit.freeze(scripted.eval()), True
+        except Exception:   # some scripted models cannot be frozen; they still run unfrozen
+            return scripted, False
 
     @staticmethod
     def _to_torchscript(model: Any, example: Any) -> Any:

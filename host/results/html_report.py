@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from host.results import svg
-from host.results.report import ALPHA, table_rows
+from host.results.report import ALPHA, MIN_EFFECT, table_rows
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222;max-width:1400px}
@@ -33,13 +33,15 @@ def render_html(rep: dict[str, Any]) -> str:
     rows = rep["rows"]
     best_ids = {(b["target"], b["artifact"], b["runtime"]) for b in rep["best"].values()}
     targets = sorted({r["target"] for r in rows})
+    platforms = sorted({r["platform"] for r in rows})
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              "<title>edgebench report</title>", f"<style>{CSS}</style></head><body>",
              "<h1>edgebench: accuracy vs latency per device</h1>",
              f'<p class="note">generated {time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}; '
              f"{len(rows)} rows on {len(targets)} device(s); accuracy budget {rep['max_drop']:g} percentage points; "
-             f"speed-ups are vs FP32 on the same device and runtime, * = significant (Mann-Whitney U, p &lt; {ALPHA}), "
-             "ns = not significant.</p>"]
+             f"speed-ups are vs FP32 on the same device and runtime, * = significant (Mann-Whitney U, p &lt; {ALPHA}, "
+             f"and more than {MIN_EFFECT:.0%} apart), "
+             "ns = not significant, ? = unreliable (a median's CI was not reached, see flags).</p>"]
     parts.append('<h2>Best choice per device</h2><ul class="best-list" id="best">')
     if rep["best"]:
         for key, b in rep["best"].items():
@@ -71,9 +73,10 @@ def render_html(rep: dict[str, Any]) -> str:
     for t in targets:
         trs = [(i, r) for i, r in enumerate(rows) if r["target"] == t]
         parts.append(f'<h2 id="device-{escape(t)}">Device {escape(t)}</h2><div class="plots">')
-        series = [(_label(r), r["samples"] or ([r["p50"]] if r["p50"] is not None else []))
-                  for _, r in trs if r["p50"] is not None]
-        parts.append(svg.boxplot(f"{t}: steady-state latency", series))
+        timed = [r for _, r in trs if r["p50"] is not None]
+        series = [(_label(r), r["samples"] or [r["p50"]]) for r in timed]
+        parts.append(svg.boxplot(f"{t}: steady-state latency (box p25-p75, whiskers p1-p99)", series,
+                                 groups=[r["platform"] for r in timed], group_order=platforms))
         pts, index = [], {}
         for i, r in trs:
             if r["p50"] is not None and r["accuracy"] is not None:
@@ -84,7 +87,7 @@ def render_html(rep: dict[str, Any]) -> str:
                     None)
         metric = next((r["metric"] for _, r in trs if r["accuracy"] is not None), "accuracy")
         parts.append(svg.scatter(f"{t}: {metric} vs latency (Pareto front dashed)", pts, "p50 latency (ms)",
-                                 f"{metric} (%)", front=front, best=best))
+                                 f"{metric} (%)", front=front, best=best, group_order=platforms))
         parts.append("</div>")
 
     parts.append('<h2>Size by method</h2><div class="plots">')
@@ -95,7 +98,6 @@ def render_html(rep: dict[str, Any]) -> str:
                 sizes[(r["method"], r["platform"])] = r["size_bytes"] / 1024
         methods = [m for m in ("fp32", "fp16", "dynamic", "static", "qat") if any(k[0] == m for k in sizes)]
         methods += sorted({k[0] for k in sizes} - set(methods))
-        platforms = sorted({k[1] for k in sizes})
         parts.append(svg.bars(f"{model}: artifact size by method", methods, platforms, sizes, "KiB"))
     parts.append("</div>")
     parts.append("</body></html>")

@@ -19,6 +19,7 @@ from typing import Any, Optional
 from host.zoo.models import HEADLINE
 
 ALPHA = 0.01        # significance level of the speed-up test
+MIN_EFFECT = 0.03   # speed-ups within 3% of 1.0 are not called significant: drift between runs is that large
 
 
 def _runtime_name(rec: dict[str, Any]) -> str:
@@ -58,15 +59,20 @@ def _latest(recs: list[dict[str, Any]], key) -> dict[Any, dict[str, Any]]:
 
 
 def build_rows(benchmarks: list[dict[str, Any]], evals: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Join the latest benchmark per (target, artifact, runtime, threads) with the latest eval of
-    the same artifact on the same target; eval-only artifacts get rows without latency."""
-    benches = _latest(benchmarks, lambda r: (r.get("target"), r.get("sha256"), _runtime_name(r), r.get("threads")))
-    ev_by = _latest(evals, lambda r: (r.get("target"), r.get("sha256")))
+    """Join the latest benchmark per (target, artifact, method, runtime, threads) with the latest
+    eval of the same artifact and method on the same target; eval-only artifacts get rows without latency."""
+    # the method is part of the key: two methods can give byte-identical files (TensorRT fp16 is an
+    # engine flag on the same ONNX), which are still two rows of the comparison
+    def art_key(r: dict[str, Any]) -> tuple:
+        return r.get("target"), r.get("sha256"), r.get("method")
+
+    benches = _latest(benchmarks, lambda r: (*art_key(r), _runtime_name(r), r.get("threads")))
+    ev_by = _latest(evals, art_key)
     rows: list[dict[str, Any]] = []
     seen = set()
     for b in benches.values():
-        seen.add((b.get("target"), b.get("sha256")))
-        rows.append(_row(b, ev_by.get((b.get("target"), b.get("sha256")))))
+        seen.add(art_key(b))
+        rows.append(_row(b, ev_by.get(art_key(b))))
     for k, e in ev_by.items():
         if k not in seen:
             rows.append(_row(None, e))
@@ -104,7 +110,7 @@ def _row(b: Optional[dict[str, Any]], e: Optional[dict[str, Any]]) -> dict[str, 
         "benchmark_id": (b or {}).get("id"), "eval_id": (e or {}).get("id"),
         # filled by _compare
         "baseline": None, "speedup": None, "p_value": None, "ci_overlap": None, "significant": None,
-        "acc_drop": None,
+        "unstable": False, "acc_drop": None,
     }
 
 
@@ -136,6 +142,10 @@ def _compare(rows: list[dict[str, Any]]) -> None:
                     r["significant"] = r["p_value"] < ALPHA
                 elif overlap is not None:
                     r["significant"] = not overlap
+                if r["significant"] and abs(r["speedup"] - 1.0) < MIN_EFFECT:
+                    r["significant"] = False
+            # a side whose median never settled (the agent's ci-not-reached flag) makes the ratio unreliable
+            r["unstable"] = any(f.startswith("ci-not-reached") for f in r["flags"] + base["flags"])
         abase = _baseline(r, rows, "accuracy") if r["accuracy"] is not None else None
         if abase is not None:
             r["acc_drop"] = 100.0 * (abase["accuracy"] - r["accuracy"])
@@ -168,8 +178,14 @@ def best_per_device(rows: list[dict[str, Any]], max_drop: float) -> dict[str, di
 
 
 def build_report(store: Any, target: Optional[list[str]] = None, model: Optional[list[str]] = None,
-                 max_drop: float = 1.0) -> dict[str, Any]:
-    rows = build_rows(store.benchmarks(target=target, model=model), store.evals(target=target, model=model))
+                 max_drop: float = 1.0, sha256: Optional[set[str]] = None) -> dict[str, Any]:
+    """Rows, best choice per device and Pareto fronts; `sha256` keeps only those artifacts."""
+    benches = store.benchmarks(target=target, model=model)
+    evals = store.evals(target=target, model=model)
+    if sha256 is not None:
+        benches = [b for b in benches if b.get("sha256") in sha256]
+        evals = [e for e in evals if e.get("sha256") in sha256]
+    rows = build_rows(benches, evals)
     best = best_per_device(rows, max_drop)
     fronts: dict[str, list[int]] = {}
     for t in sorted({r["target"] for r in rows}):
@@ -190,7 +206,7 @@ def _brief(r: dict[str, Any]) -> dict[str, Any]:
 
 COLUMNS = ("target", "model_name", "platform", "method", "precision", "runtime", "runtime_version", "delegate",
            "threads", "runs", "p50", "p90", "p99", "ci_lo", "ci_hi", "speedup", "significant", "p_value",
-           "metric", "accuracy", "acc_drop", "size_bytes", "load_ms", "first_ms", "peak_rss_mb", "flags",
+           "unstable", "metric", "accuracy", "acc_drop", "size_bytes", "load_ms", "first_ms", "peak_rss_mb", "flags",
            "pareto", "artifact", "sha256")
 
 
@@ -202,8 +218,8 @@ def speedup_text(r: dict[str, Any]) -> str:
     if r["speedup"] is None:
         return "-"
     if r["method"] == "fp32" and r["baseline"] == r["artifact"]:
-        return "1.00x (ref)"
-    mark = {True: " *", False: " ns", None: ""}[r["significant"]]
+        return "1.00x (ref)" + (" ?" if r.get("unstable") else "")
+    mark = " ?" if r.get("unstable") else {True: " *", False: " ns", None: ""}[r["significant"]]
     return f"{r['speedup']:.2f}x{mark}"
 
 
@@ -232,8 +248,9 @@ def render_table(rep: dict[str, Any]) -> str:
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines.append("")
-    lines.append(f"speed-up vs FP32 on the same device and runtime; * = significant (Mann-Whitney p < {ALPHA}), "
-                 "ns = not significant; drop = FP32 accuracy minus this, in percentage points")
+    lines.append(f"speed-up vs FP32 on the same device and runtime; * = significant (Mann-Whitney p < {ALPHA} "
+                 f"and more than {MIN_EFFECT:.0%} apart), ns = not significant, ? = unreliable (a median's CI was not "
+                 "reached: see flags); drop = FP32 accuracy minus this, in percentage points")
     if rep["best"]:
         for k, b in rep["best"].items():
             lines.append(f"best within {rep['max_drop']:g} pp on {k}: {b['platform']} {b['method']} "

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 W, H = 640, 300
-ML, MR, MT, MB = 70, 20, 30, 50
+ML, MR, MT, MB = 70, 60, 30, 50
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -49,8 +49,10 @@ class Scale:
 
     def ticks(self) -> list[float]:
         if self.log:
-            return [10 ** e for e in range(math.floor(self.lo), math.ceil(self.hi) + 1)
-                    if self.lo - 1e-9 <= e <= self.hi + 1e-9] or [10 ** self.lo]
+            # decades, plus 2x and 5x steps when the axis spans less than three decades
+            mults = (1,) if self.hi - self.lo >= 3 else (1, 2, 5)
+            ticks = [m * 10 ** e for e in range(math.floor(self.lo), math.ceil(self.hi) + 1) for m in mults]
+            return [t for t in ticks if self.lo - 1e-9 <= math.log10(t) <= self.hi + 1e-9] or [10 ** self.lo]
         return [t for t in nice_ticks(self.lo, self.hi) if self.lo - 1e-9 <= t <= self.hi + 1e-9]
 
 
@@ -97,7 +99,8 @@ def _quantile(sorted_v: Sequence[float], q: float) -> float:
     return sorted_v[i] + (sorted_v[j] - sorted_v[i]) * (pos - i)
 
 
-def boxplot(title: str, series: Sequence[tuple[str, Sequence[float]]], unit: str = "ms") -> str:
+def boxplot(title: str, series: Sequence[tuple[str, Sequence[float]]], unit: str = "ms",
+            groups: Optional[Sequence[str]] = None, group_order: Optional[Sequence[str]] = None) -> str:
     """Horizontal box plots, one per (label, samples): box = p25..p75, line = median, whiskers =
     p1..p99, dots = the samples themselves (thinned to 150 per series)."""
     row_h = 28
@@ -112,7 +115,11 @@ def boxplot(title: str, series: Sequence[tuple[str, Sequence[float]]], unit: str
     out += _axis_x(sx, height - MB + 6, f"latency ({unit}){' — log scale' if sx.log else ''}")
     for i, (label, samples) in enumerate(series):
         yc = MT + row_h * i + row_h / 2
-        colour = PALETTE[i % len(PALETTE)]
+        if groups is not None:  # colour by group (platform), the same in every plot of the report
+            order = list(group_order or sorted(set(groups)))
+            colour = PALETTE[order.index(groups[i]) % len(PALETTE)] if groups[i] in order else "#777"
+        else:
+            colour = PALETTE[i % len(PALETTE)]
         s = sorted(v for v in samples if math.isfinite(v))
         out.append(f'<text x="{left - 8}" y="{yc + 4}" text-anchor="end" font-size="11">{escape(label)}</text>')
         if not s:
@@ -135,7 +142,8 @@ def boxplot(title: str, series: Sequence[tuple[str, Sequence[float]]], unit: str
 
 
 def scatter(title: str, points: Sequence[dict], x_label: str, y_label: str,
-            front: Optional[Sequence[int]] = None, best: Optional[int] = None) -> str:
+            front: Optional[Sequence[int]] = None, best: Optional[int] = None,
+            group_order: Optional[Sequence[str]] = None) -> str:
     """points: {x, y, label, group}; `front` = indices on the Pareto front (joined by a step line
     and ringed), `best` = index drawn as a star-like double ring."""
     xs = [p["x"] for p in points]
@@ -153,7 +161,8 @@ def scatter(title: str, points: Sequence[dict], x_label: str, y_label: str,
     sy = Scale(min(ys) - pad_y, max(ys) + pad_y, H - MB, MT)
     out += _axis_x(sx, H - MB, x_label + (" — log scale" if sx.log else ""))
     out += _axis_y(sy, ML, y_label)
-    groups = sorted({p["group"] for p in points})
+    groups = list(group_order or sorted({p["group"] for p in points}))  # same colours in every plot
+    groups += sorted({p["group"] for p in points} - set(groups))
     if front:
         pts = sorted((sx(xs[i]), sy(ys[i])) for i in front)
         path = f"M{pts[0][0]:.1f},{pts[0][1]:.1f}" + "".join(
@@ -170,9 +179,12 @@ def scatter(title: str, points: Sequence[dict], x_label: str, y_label: str,
                 if best == i else "")
         out.append(f'<g class="point{" front" if on_front else ""}{" best" if best == i else ""}">'
                    f'<title>{escape(tip)}</title>{ring}{star}'
-                   f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{colour}"/>'
-                   f'<text x="{cx + 9:.1f}" y="{cy - 7:.1f}" font-size="10">{escape(p["label"])}</text></g>')
-    for k, g in enumerate(groups):
+                   f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{colour}"/>' +
+                   # only front points are named on the plot (the rest overlap); every point has a tooltip
+                   (f'<text x="{cx + 9:.1f}" y="{cy - 7:.1f}" font-size="10">{escape(p["label"])}</text>'
+                    if on_front or best == i else "") + "</g>")
+    for k, g in enumerate(g for g in groups if any(p["group"] == g for p in points)):
+        k = groups.index(g)
         out.append(f'<circle cx="{ML + 10 + 110 * k}" cy="{H - 8}" r="5" fill="{PALETTE[k % len(PALETTE)]}"/>'
                    f'<text x="{ML + 18 + 110 * k}" y="{H - 4}" font-size="11">{escape(g)}</text>')
     out.append("</svg>")

@@ -252,6 +252,10 @@ class AdbTransport(Transport):
             raise TransportError(f"adb forward gave no local port ({_last(r.stdout + r.stderr)})")
         self._forward_port = int(port)
         _say(progress, f"adb forward 127.0.0.1:{port} -> {self.serial} 127.0.0.1:{info['port']}")
+        from host.client import AgentClient
+
+        with AgentClient(f"127.0.0.1:{port}") as c:
+            c.wait_ready(30)
         return f"127.0.0.1:{port}"
 
     def _remove_forward(self) -> None:

@@ -345,7 +345,9 @@ class SSHTransport(Transport):
         self._forward = _Forwarder(self._ssh().get_transport(), info["port"])
         self._forward.start()
         _say(progress, f"tunnel 127.0.0.1:{self._forward.port} -> {self.where} 127.0.0.1:{info['port']}")
-        return f"127.0.0.1:{self._forward.port}"
+        address = f"127.0.0.1:{self._forward.port}"
+        _wait_ready(address)
+        return address
 
     def close(self) -> None:
         if self._forward is not None:
@@ -354,6 +356,13 @@ class SSHTransport(Transport):
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _wait_ready(address: str, timeout: float = 30.0) -> None:
+    from host.client import AgentClient
+
+    with AgentClient(address) as c:
+        c.wait_ready(timeout)
 
 
 def _short(command: str, n: int = 80) -> str:

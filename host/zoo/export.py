@@ -24,8 +24,11 @@ def _stderr(msg: str) -> None:
 
 def export(name: str, platforms: list[str], methods: list[str], out_dir: Path, calib_samples: int = 256,
            check_samples: int = 200, qat_samples: int = 2000, qat_epochs: int = 1,
-           log: Log = _stderr, debug: bool = False) -> dict[str, list[Any]]:
-    """Returns {"artifacts": [Artifact], "skipped": [(platform, method, reason)]}."""
+           log: Log = _stderr, debug: bool = False, reuse: bool = False) -> dict[str, list[Any]]:
+    """Returns {"artifacts": [Artifact], "skipped": [(platform, method, reason)], "reused": [Artifact]}.
+
+    reuse: an artifact already in out_dir for the same platform, method and source weights (the
+    manifest's source sha256) is taken as it is instead of being converted again."""
     from host.data.datasets import load_dataset
     from host.models import load_source
     from host.quantize.base import QuantizeError, QuantizeRequest
@@ -39,6 +42,8 @@ def export(name: str, platforms: list[str], methods: list[str], out_dir: Path, c
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     calib = check = train = None
+    existing = _existing(out_dir, source.sha256) if reuse else {}
+    reused: list[Any] = []
     artifacts: list[Any] = []
     skipped: list[tuple[str, str, str]] = []
     for platform in platforms:
@@ -53,6 +58,12 @@ def export(name: str, platforms: list[str], methods: list[str], out_dir: Path, c
             if reason:
                 skipped.append((platform, method, reason))
                 log(f"zoo export: skipping {platform}/{method}: {reason}")
+                continue
+            if (platform, method) in existing:
+                art = existing[(platform, method)]
+                log(f"zoo export: {platform}/{method}: reusing {art.path.name} (same source weights)")
+                artifacts.append(art)
+                reused.append(art)
                 continue
             if calib is None:  # loaded once, only when something is converted
                 calib = load_dataset(e.dataset, split="train", limit=calib_samples + check_samples)
@@ -73,4 +84,19 @@ def export(name: str, platforms: list[str], methods: list[str], out_dir: Path, c
                 msg = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 skipped.append((platform, method, f"failed: {type(err).__name__}: {msg}"))
                 log(f"zoo export: {platform}/{method} failed: {type(err).__name__}: {msg}")
-    return {"artifacts": artifacts, "skipped": skipped}
+    return {"artifacts": artifacts, "skipped": skipped, "reused": reused}
+
+
+def _existing(out_dir: Path, source_sha: str) -> dict[tuple[str, str], Any]:
+    """(platform, method) -> Artifact already converted from these exact weights in out_dir."""
+    from host.artifacts import MANIFEST_SUFFIX, ArtifactError, load_artifact
+
+    found: dict[tuple[str, str], Any] = {}
+    for mp in sorted(out_dir.glob(f"*{MANIFEST_SUFFIX}")):
+        try:
+            art = load_artifact(mp.with_name(mp.name[: -len(MANIFEST_SUFFIX)]))
+        except ArtifactError:
+            continue  # a stale or half-written artifact: convert again
+        if (art.manifest.source or {}).get("sha256") == source_sha:
+            found[(art.manifest.platform, art.manifest.method)] = art
+    return found

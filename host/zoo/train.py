@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -25,6 +26,17 @@ Progress = Optional[Callable[[str], None]]
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def train_threads() -> int:
+    """Intra-op threads for training: 1 unless EDGEBENCH_TRAIN_THREADS says otherwise.
+
+    Measured on the 2-core machine shared with other work (load 1.7-4): a ResNet-8 training step
+    took 41-67 ms with 1 thread and 160-290 ms with 2 - spinning OpenMP threads fight the other
+    processes for the cores, and an idle machine gains far less from the second thread than a busy
+    one loses."""
+    env = os.environ.get("EDGEBENCH_TRAIN_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else 1
 
 
 def build(name: str) -> Any:
@@ -82,14 +94,15 @@ def train(name: str, root: Optional[Path] = None, epochs: Optional[int] = None, 
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ZooError(f"cannot create the model cache {root}: {err} (set EDGEBENCH_CACHE)") from err
-    torch.set_num_threads(2)
+    torch.set_num_threads(train_threads())
     torch.manual_seed(seed)
     say = progress or (lambda _m: None)
     epochs = epochs or e.epochs
     t0 = time.perf_counter()
     train_ds = load_dataset(e.dataset, split="train", limit=limit or e.train_limit)
     model = build(name)
-    say(f"zoo: training {name} ({e.description}): {len(train_ds)} samples, {epochs} epochs")
+    say(f"zoo: training {name} ({e.description}): {len(train_ds)} samples, {epochs} epochs, "
+        f"{torch.get_num_threads()} thread(s)")
     _fit(model, e, train_ds, epochs, say, seed)
     train_s = time.perf_counter() - t0
     metrics = score(name, model)

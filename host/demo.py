@@ -1,0 +1,120 @@
+"""`make demo`: the whole loop on this machine, from the reference classifier to the HTML report.
+
+    .venv/bin/python -m host.demo [--out out/demo] [--platform ...] [--method ...]
+
+1. train (first run, ~6 epochs) or load the ResNet-8 Fashion-MNIST classifier from the zoo cache
+2. convert it for every platform and method this machine supports (skips print their reason;
+   artifacts of the same weights from an earlier run are reused)
+3. start the local agent, push everything, benchmark each artifact on it (short settings), and
+   measure accuracy on the device on a slice of the test split
+4. print the comparison table and write the HTML report
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+PLATFORMS = ("pytorch", "executorch", "tflite", "tensorrt")
+METHODS = ("fp32", "dynamic", "fp16", "static", "qat")
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m host.demo", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("out/demo"), help="artifacts, results database and report")
+    p.add_argument("--platform", default=",".join(PLATFORMS), help="platforms to try, comma-separated")
+    p.add_argument("--method", default=",".join(METHODS), help="methods to try, comma-separated")
+    p.add_argument("--data-limit", type=int, default=1000, help="test images evaluated on the device per artifact")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="minimum steady-state seconds per benchmark")
+    p.add_argument("--max-seconds", type=float, default=3.0, help="maximum steady-state seconds per benchmark")
+    p.add_argument("--max-drop", type=float, default=1.0, help="accuracy budget (pp) for the best choice")
+    p.add_argument("--keep-agent", action="store_true", help="leave the local agent running afterwards")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from host.errors import UserError
+
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except UserError as e:
+        print(f"demo: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def run(args: argparse.Namespace) -> int:
+    from host.deploy import RunSettings, deploy
+    from host.errors import UserError
+    from host.results.report import build_report, render
+    from host.results.store import ResultStore
+    from host.targets import get_target
+    from host.transports import open_transport
+    from host.zoo.export import export
+    from host.zoo.train import cached_info, get
+
+    t0 = time.monotonic()
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    def step(msg: str) -> None:
+        _log(f"\n== [{time.monotonic() - t0:6.1f} s] {msg}")
+
+    step("1/4 reference classifier (ResNet-8 on Fashion-MNIST)")
+    get("classifier", progress=_log)
+    info = cached_info("classifier") or {}
+    _log(f"classifier: top-1 {100 * info.get('metrics', {}).get('top1', float('nan')):.2f}% on the 10k test images "
+         f"(trained in {info.get('train_s', '?')} s, cached)")
+
+    step("2/4 quantize for every platform and method available here")
+    res = export("classifier", [p for p in args.platform.split(",") if p], [m for m in args.method.split(",") if m],
+                 out / "artifacts", log=_log, reuse=True)
+    artifacts = res["artifacts"]
+    if not artifacts:
+        raise UserError("no platform could convert the classifier on this machine (see the skips above)")
+    _log(f"{len(artifacts)} artifacts ({len(res['reused'])} reused from an earlier run) in {out / 'artifacts'}")
+
+    step(f"3/4 local agent: deploy, benchmark and evaluate {len(artifacts)} artifacts")
+    target = get_target("local")
+    transport = open_transport(target)
+    was_running = bool(transport.agent_status().get("running"))
+    store = ResultStore(out / "results.sqlite")
+    settings = RunSettings(runs=20, min_seconds=args.min_seconds, max_seconds=args.max_seconds, warmup_runs=3,
+                           warmup_seconds=0.2, target_ci=0.02, data="fashion-mnist:test",
+                           data_limit=args.data_limit)
+    try:
+        results = deploy([target], artifacts, settings, store, log=_log)
+    finally:
+        if not (args.keep_agent or was_running):
+            transport.stop_agent()
+        transport.close()
+    errors = [r for r in results if "error" in r]
+    for r in errors:
+        _log(f"failed on the device: {r['artifact']}: {r['error']}")
+
+    step("4/4 report")
+    shas = {a.manifest.sha256 for a in artifacts}
+    rep = build_report(store, target=["local"], model=["classifier"], max_drop=args.max_drop, sha256=shas)
+    store.close()
+    print(render(rep, "table"))
+    html = out / "report.html"
+    html.write_text(render(rep, "html"))
+    print(f"\nHTML report: {html}")
+    print(f"results database: {out / 'results.sqlite'} (host report --db {out / 'results.sqlite'})")
+    print(f"demo finished in {time.monotonic() - t0:.0f} s")
+    return 1 if errors and len(errors) == len(results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Platform `tensorrt`: ONNX for TensorRT engines that are built on the device, never on the host.
+
+fp32 / fp16  plain ONNX (torch.onnx: the dynamo exporter with onnxscript, the legacy exporter if that
+             fails; which one is recorded); fp16 is an engine-build flag recorded in manifest.engine
+static       explicit Q/DQ ONNX via onnxruntime.quantization.quantize_static: symmetric per-channel
+             int8 weights, symmetric int8 activations, float bias (what TensorRT's explicit
+             quantization expects), calibrator minmax / percentile / entropy
+
+`.onnx` sources are accepted directly. The host check runs the ONNX with ONNX Runtime (CPU); for
+fp16 that is the fp32 graph, since the precision is only chosen when the engine is built.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from host.artifacts import Artifact
+from host.quantize import checks
+from host.quantize.base import Converter, QuantizeError, QuantizeRequest
+from host.quantize.calibration import (
+    OBSERVER_NAMES,
+    calib_array,
+    ort_calibration_method,
+    ort_data_reader,
+    ort_extra_options,
+)
+
+OPSET = 18
+
+
+def export_onnx(model: Any, example: Any, path: Path) -> str:
+    """torch -> ONNX with one input "input" and one output "output"; returns the exporter used."""
+    import logging
+
+    import torch
+
+    # The dynamo exporter logs a warning per missing torchvision op; none of them matter here.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    errors = []
+    for dynamo in (True, False):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(model, (example,), str(path), input_names=["input"], output_names=["output"],
+                                  opset_version=OPSET if dynamo else 17, dynamo=dynamo,
+                                  **({"verbose": False} if dynamo else {}))
+            import onnx
+
+            onnx.checker.check_model(str(path))
+            return "torch.onnx dynamo (onnxscript)" if dynamo else "torch.onnx legacy (TorchScript)"
+        except Exception as e:   # the dynamo exporter fails on some models; the legacy one still works
+            errors.append(f"{'dynamo' if dynamo else 'legacy'}: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}")
+    raise QuantizeError("ONNX export failed (" + "; ".join(errors) + ")")
+
+
+def ops_by_precision(model: Any) -> dict[str, dict[str, int]]:
+    """ONNX op counts by precision: in a Q/DQ graph an op fed by DequantizeLinear runs in int8."""
+    produced_by_dq = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    consumers: dict[str, list[str]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.op_type)
+    pairs = []
+    for n in model.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear", "Constant", "Shape", "Identity"):
+            continue
+        fed = bool(n.input) and n.input[0] in produced_by_dq
+        feeds_q = bool(n.output) and all(c == "QuantizeLinear" for c in consumers.get(n.output[0], ["-"]))
+        pairs.append((n.op_type, "int8" if fed or feeds_q else "fp32"))
+    return checks.count_ops(pairs)
+
+
+def run_onnx(path: Path, x: np.ndarray) -> tuple[np.ndarray, Any]:
+    """ONNX Runtime CPU, sample by sample (the exported graph has batch 1)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    out = np.concatenate([sess.run(None, {name: np.ascontiguousarray(x[i:i + 1])})[0] for i in range(len(x))])
+    return out, sess
+
+
+class TensorRTConverter(Converter):
+    platform = "tensorrt"
+    format = "onnx"
+    methods = ("fp32", "fp16", "static")
+
+    def unsupported_reason(self, source: Any, method: str) -> Optional[str]:
+        base = super().unsupported_reason(source, method)
+        if base:
+            return base
+        if source.kind in ("keras", "savedmodel"):
+            return (f"a {source.kind} model cannot go to tensorrt here: Keras -> ONNX needs tf2onnx, which is not "
+                    "installed; convert it to ONNX yourself and pass the .onnx")
+        return None
+
+    def quantize(self, req: QuantizeRequest) -> Artifact:
+        import onnx
+
+        src = req.source
+        shape = src.require_shape()
+        say = req.progress or (lambda s: None)
+        path = checks.artifact_path(req, self.platform, "onnx")
+        calibration: dict[str, Any] = {}
+        t = checks.Timer()
+        with t, tempfile.TemporaryDirectory() as tmp:
+            if src.kind == "onnx":
+                fp32_path, exporter = Path(src.path), "source .onnx"
+            else:
+                fp32_path = Path(tmp) / "fp32.onnx"
+                exporter = export_onnx(src.torch_module(), src.example_input(), fp32_path)
+            if req.method in ("fp32", "fp16"):
+                onnx.save(onnx.load(str(fp32_path)), str(path))
+                precision = req.method
+            else:
+                calibration = self._static(req, shape, fp32_path, path, Path(tmp), say)
+                precision = "int8"
+        model = onnx.load(str(path))
+        say(f"tensorrt {req.method}: wrote {path.name} ({path.stat().st_size / 1e6:.2f} MB); checking with ONNX Runtime")
+        x, check_src = checks.check_inputs(req, shape)
+        out, sess = run_onnx(path, x)
+        agreement = checks.compare_outputs(checks.source_reference(src, x), out, src.task)
+        agreement["data"] = check_src
+        chk = checks.finish_checks(agreement, ops_by_precision(model), req.method)
+        chk["runtime"] = "onnxruntime CPUExecutionProvider (host stand-in; the TensorRT engine is built on the device)"
+        ins, outs = sess.get_inputs(), sess.get_outputs()
+        flags = {"fp32": [], "fp16": ["fp16"], "static": ["int8", "fp16"]}[req.method]
+        engine = {"builder": "TensorRT 10 on the device (trtexec or the Python builder API)",
+                  "build_flags": flags, "quantization": "explicit Q/DQ" if precision == "int8" else None,
+                  "exporter": exporter, "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0),
+                  "verified_with_tensorrt": False}
+        return checks.finish_manifest(
+            req, path, platform=self.platform, fmt=self.format, precision=precision,
+            inputs=checks.tensor_infos([i.name for i in ins], [[d if isinstance(d, int) else 1 for d in i.shape] for i in ins],
+                                       ["float32"] * len(ins)),
+            outputs=checks.tensor_infos([o.name for o in outs], [[1, *out.shape[1:]]], ["float32"] * len(outs)),
+            checks=chk, conversion_s=t.seconds,
+            versions=checks.tool_versions("torch", "onnx", "onnxruntime", "onnxscript"),
+            engine=engine, calibration=calibration)
+
+    @staticmethod
+    def _static(req: QuantizeRequest, shape: tuple[int, ...], fp32_path: Path, path: Path, tmp: Path,
+                say: Any) -> dict[str, Any]:
+        import onnx
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        x = calib_array(req.calib, req.calib_samples, shape)
+        pre = tmp / "pre.onnx"
+        try:   # shape inference + graph cleanup the quantizer recommends; optional
+            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        except Exception:
+            pre = fp32_path
+        input_name = next(i.name for i in onnx.load(str(pre)).graph.input
+                          if i.name not in {t.name for t in onnx.load(str(pre)).graph.initializer})
+        opts = ort_extra_options(req.calib_method)
+        opts["QuantizeBias"] = False   # TensorRT keeps bias in float and fuses it
+        say(f"tensorrt static: calibrating with {len(x)} samples ({req.calib_method}, onnxruntime)")
+        try:
+            quantize_static(str(pre), str(path), ort_data_reader(input_name, x, say), quant_format=QuantFormat.QDQ,
+                            per_channel=req.per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=ort_calibration_method(req.calib_method), extra_options=opts)
+        except QuantizeError:
+            raise
+        except Exception as e:
+            raise QuantizeError(f"onnxruntime quantize_static failed: {type(e).__name__}: "
+                                f"{(str(e).strip().splitlines() or [''])[0]}") from e
+        return {"method": req.calib_method, "samples": int(len(x)), "dataset": req.calib.name,
+                "per_channel": req.per_channel, "observer": OBSERVER_NAMES["onnxruntime"][req.calib_method],
+                "library": "onnxruntime.quantization.quantize_static (QDQ)", "activations": "int8 symmetric",
+                "weights": f"int8 symmetric {'per-channel' if req.per_channel else 'per-tensor'}", "bias": "float"}

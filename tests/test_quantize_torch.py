@@ -1,0 +1,265 @@
+"""`host quantize` for pytorch / executorch / tensorrt, through the real CLI, real converters and real
+host runtimes (lite interpreter, ExecuTorch runtime, ONNX Runtime) on Fashion-MNIST samples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from host.artifacts import load_artifact
+from host.cli import main
+from host.data.datasets import FASHION_DIR
+
+torch = pytest.importorskip("torch", reason="needs the 'torch' extra (torch==2.13.0)")
+
+needs_fashion = pytest.mark.skipif(not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
+                                   reason="needs the Debian package dataset-fashion-mnist")
+
+CNN = "tests.models_for_tests:small_cnn_trained"
+MLP = "tests.models_for_tests:mlp_trained"
+
+
+def quantize(capsys, *args: str) -> tuple[int, list[dict], str]:
+    rc = main(["quantize", *args, "--json"])
+    cap = capsys.readouterr()
+    try:
+        out = json.loads(cap.out) if cap.out.strip() else []
+    except json.JSONDecodeError:
+        out = []
+    return rc, out, cap.err
+
+
+def by_method(results: list[dict]) -> dict[str, dict]:
+    return {r["method"]: r for r in results}
+
+
+def agreement(r: dict) -> dict:
+    return r["checks"]["agreement"]
+
+
+def float_heavy_ops(r: dict) -> list[str]:
+    from host.quantize.checks import is_heavy_op
+
+    return [op for op in r["checks"]["ops_by_precision"].get("fp32", {}) if is_heavy_op(op)]
+
+
+# -- pytorch (.ptl) -----------------------------------------------------------------------------------
+
+@needs_fashion
+def test_pytorch_every_method_on_small_cnn(capsys, tmp_path: Path) -> None:
+    rc, res, err = quantize(capsys, "--model", CNN, "--platform", "pytorch", "--method", "fp32,dynamic,static,qat",
+                            "--calib", "fashion-mnist", "--calib-samples", "128", "--check-samples", "100",
+                            "--train", "fashion-mnist", "--train-samples", "512", "--out", str(tmp_path))
+    assert rc == 0, err
+    r = by_method(res)
+    assert set(r) == {"fp32", "dynamic", "static", "qat"}
+    assert agreement(r["fp32"])["top1_agreement"] == 1.0 and agreement(r["fp32"])["max_abs"] < 1e-4
+    assert agreement(r["static"])["top1_agreement"] >= 0.95 and agreement(r["static"])["cosine"] >= 0.98
+    assert agreement(r["dynamic"])["cosine"] >= 0.99
+    assert agreement(r["qat"])["top1_agreement"] >= 0.85      # QAT moves the weights, so less than static
+    fp32 = r["fp32"]["size_bytes"]
+    assert fp32 / r["static"]["size_bytes"] >= 3.0
+    assert fp32 / r["qat"]["size_bytes"] >= 3.0
+    assert fp32 / r["dynamic"]["size_bytes"] >= 2.0          # Linear weights only; convs stay fp32
+    assert float_heavy_ops(r["static"]) == [] and float_heavy_ops(r["qat"]) == []
+    assert "dynamic-int8" in r["dynamic"]["checks"]["ops_by_precision"]
+    assert "[quantize] calibrating: 128/128 samples" in err and "qat epoch 1/1" in err
+    # the manifest beside each file: what runtimes and reports read
+    art = load_artifact(r["static"]["path"])
+    m = art.manifest
+    assert (m.platform, m.format, m.precision, m.method) == ("pytorch", "ptl", "int8", "static")
+    assert m.sha256 == r["static"]["sha256"] and m.size_bytes == Path(art.path).stat().st_size
+    assert m.engine["quantized_engine"] == "x86"
+    assert m.calibration["samples"] == 128 and m.calibration["method"] == "minmax" and m.calibration["per_channel"]
+    assert m.preprocessing["mean"] == [0.286] and m.preprocessing["layout"] == "NCHW"
+    assert m.inputs[0].shape == [1, 1, 28, 28] and m.outputs[0].shape == [1, 10]
+    assert m.source["kind"] == "torch" and len(m.source["sha256"]) == 64
+    assert m.tool_versions["torch"].startswith("2.13") and m.conversion_s > 0
+    assert Path(r["static"]["path"]).name == "small_cnn_trained-pytorch-static.ptl"
+    assert load_artifact(r["qat"]["path"]).manifest.calibration["history"][0]["epoch"] == 1
+
+
+@needs_fashion
+def test_pytorch_static_for_arm_uses_qnnpack_and_percentile(capsys, tmp_path: Path) -> None:
+    rc, res, err = quantize(capsys, "--model", MLP, "--platform", "pytorch", "--method", "static",
+                            "--calib", "fashion-mnist", "--calib-samples", "128", "--calib-method", "percentile",
+                            "--target-arch", "arm64", "--per-tensor", "--out", str(tmp_path))
+    assert rc == 0, err
+    m = load_artifact(res[0]["path"]).manifest
+    assert m.engine["quantized_engine"] == "qnnpack"
+    assert m.calibration["observer"].startswith("PercentileObserver") and m.calibration["per_channel"] is False
+    assert agreement(res[0])["top1_agreement"] >= 0.95
+
+
+def test_pytorch_dynamic_on_transformer(capsys, tmp_path: Path) -> None:
+    rc, res, err = quantize(capsys, "--model", "tests.models_for_tests:tiny_transformer", "--platform", "pytorch",
+                            "--method", "fp32,dynamic", "--check-samples", "50", "--out", str(tmp_path))
+    assert rc == 0, err
+    r = by_method(res)
+    assert agreement(r["dynamic"])["data"] == "random-normal"
+    assert agreement(r["dynamic"])["cosine"] >= 0.98
+    ops = r["dynamic"]["checks"]["ops_by_precision"]["dynamic-int8"]
+    assert sum(ops.values()) >= 4      # 2 layers x (linear1, linear2) at least
+    # only the feed-forward Linears take int8 weights (MHA's in/out projections are not nn.Linear
+    # modules quantize_dynamic may touch): a third of the weights shrink 4x, so ~1.1x smaller overall
+    assert r["dynamic"]["size_bytes"] < 0.95 * r["fp32"]["size_bytes"]
+
+
+@needs_fashion
+def test_pytorch_qat_with_user_train_function(capsys, tmp_path: Path) -> None:
+    rc, res, err = quantize(capsys, "--model", MLP, "--platform", "pytorch", "--method", "qat",
+                            "--train-fn", "tests.models_for_tests:qat_train", "--train", "fashion-mnist",
+                            "--train-samples", "256", "--epochs", "2", "--out", str(tmp_path))
+    assert rc == 0, err
+    m = load_artifact(res[0]["path"]).manifest
+    assert m.calibration["train_fn"] == "tests.models_for_tests:qat_train" and m.calibration["epochs"] == 2
+    assert agreement(res[0])["top1_agreement"] >= 0.85
+
+
+# -- executorch (.pte) --------------------------------------------------------------------------------
+
+@needs_fashion
+def test_executorch_fp32_and_static_on_small_cnn(capsys, tmp_path: Path) -> None:
+    pytest.importorskip("executorch", reason="needs the 'executorch' extra")
+    rc, res, err = quantize(capsys, "--model", CNN, "--platform", "executorch", "--method", "fp32,static",
+                            "--calib", "fashion-mnist", "--calib-samples", "64", "--calib-method", "minmax",
+                            "--check-samples", "100", "--out", str(tmp_path))
+    assert rc == 0, err
+    r = by_method(res)
+    assert agreement(r["fp32"])["top1_agreement"] == 1.0 and agreement(r["fp32"])["cosine"] > 0.9999
+    assert agreement(r["static"])["top1_agreement"] >= 0.95 and agreement(r["static"])["cosine"] >= 0.98
+    assert r["fp32"]["size_bytes"] / r["static"]["size_bytes"] >= 3.0
+    assert float_heavy_ops(r["static"]) == []
+    for x in r.values():
+        assert x["checks"]["delegation"]["delegate_calls"] >= 1
+        assert x["checks"]["delegation"]["ops_outside_delegate"] == {}
+    m = load_artifact(r["static"]["path"]).manifest
+    assert (m.format, m.precision, m.engine["backend"]) == ("pte", "int8", "xnnpack")
+    assert m.tool_versions["executorch"]
+
+
+@needs_fashion
+def test_executorch_qat_on_mlp(capsys, tmp_path: Path) -> None:
+    pytest.importorskip("executorch", reason="needs the 'executorch' extra")
+    rc, res, err = quantize(capsys, "--model", MLP, "--platform", "executorch", "--method", "qat",
+                            "--train", "fashion-mnist", "--train-samples", "256", "--check-samples", "100",
+                            "--out", str(tmp_path))
+    assert rc == 0, err
+    assert agreement(res[0])["top1_agreement"] >= 0.85
+    assert float_heavy_ops(res[0]) == []
+    assert res[0]["precision"] == "int8"
+
+
+# -- tensorrt (Q/DQ ONNX) -----------------------------------------------------------------------------
+
+@needs_fashion
+def test_tensorrt_fp32_fp16_static_then_onnx_source(capsys, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime", reason="needs the 'tensorrt' or 'onnx' extra (onnxruntime)")
+    rc, res, err = quantize(capsys, "--model", CNN, "--platform", "tensorrt", "--method", "fp32,fp16,static",
+                            "--calib", "fashion-mnist", "--calib-samples", "64", "--calib-method", "entropy",
+                            "--check-samples", "100", "--out", str(tmp_path / "a"))
+    assert rc == 0, err
+    r = by_method(res)
+    assert agreement(r["static"])["top1_agreement"] >= 0.95 and agreement(r["static"])["cosine"] >= 0.98
+    assert r["fp32"]["size_bytes"] / r["static"]["size_bytes"] >= 3.0
+    ops = r["static"]["checks"]["ops_by_precision"]
+    assert ops["int8"]["Conv"] == 3 and float_heavy_ops(r["static"]) == []
+    m16 = load_artifact(r["fp16"]["path"]).manifest
+    assert m16.precision == "fp16" and m16.engine["build_flags"] == ["fp16"]
+    ms = load_artifact(r["static"]["path"]).manifest
+    assert ms.engine["quantization"] == "explicit Q/DQ" and ms.calibration["observer"] == "Entropy"
+    assert ms.engine["verified_with_tensorrt"] is False and "onnxscript" in ms.tool_versions
+    # symmetric int8: every zero point in the Q/DQ graph is 0
+    import onnx
+    from onnx import numpy_helper
+
+    g = onnx.load(r["static"]["path"]).graph
+    zps = [numpy_helper.to_array(i) for i in g.initializer if "zero_point" in i.name]
+    assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
+    # the fp32 ONNX as a source of its own
+    rc, res2, err = quantize(capsys, "--model", r["fp32"]["path"], "--platform", "tensorrt", "--method", "static",
+                             "--calib", "fashion-mnist", "--calib-samples", "64", "--calib-method", "percentile",
+                             "--check-samples", "100", "--out", str(tmp_path / "b"))
+    assert rc == 0, err
+    assert agreement(res2[0])["top1_agreement"] >= 0.95
+    assert load_artifact(res2[0]["path"]).manifest.source["kind"] == "onnx"
+
+
+# -- other sources ------------------------------------------------------------------------------------
+
+@needs_fashion
+def test_exported_and_torchscript_sources(capsys, tmp_path: Path) -> None:
+    from tests.models_for_tests import mlp_trained
+
+    model = mlp_trained()
+    x = torch.zeros(1, 1, 28, 28)
+    torch.export.save(torch.export.export(model, (x,)), str(tmp_path / "mlp.pt2"))
+    torch.jit.save(torch.jit.trace(model, x), str(tmp_path / "mlp_ts.pt"))
+    rc, res, err = quantize(capsys, "--model", str(tmp_path / "mlp.pt2"), "--platform", "pytorch,executorch,tensorrt",
+                            "--method", "fp32,static", "--calib", "fashion-mnist", "--calib-samples", "64",
+                            "--check-samples", "50", "--out", str(tmp_path / "o"))
+    assert rc == 0, err
+    assert sorted(f"{r['platform']}/{r['method']}" for r in res) == [
+        "executorch/fp32", "executorch/static", "pytorch/fp32", "tensorrt/fp32", "tensorrt/static"]
+    assert "skipping pytorch/static: static on pytorch needs a package.module:function factory" in err
+    assert all(agreement(r)["top1_agreement"] >= 0.9 and agreement(r)["cosine"] >= 0.99 for r in res)
+    assert all(float_heavy_ops(r) == [] for r in res if r["method"] == "static")
+    assert {load_artifact(r["path"]).manifest.source["kind"] for r in res} == {"exported"}
+    # TorchScript: no input shape inside the file; it comes from the data, and only fp32 works on pytorch
+    rc, res, err = quantize(capsys, "--model", str(tmp_path / "mlp_ts.pt"), "--platform", "pytorch",
+                            "--method", "fp32,static", "--calib", "fashion-mnist", "--calib-samples", "64",
+                            "--check-samples", "50", "--out", str(tmp_path / "t"))
+    assert rc == 0, err
+    assert [r["method"] for r in res] == ["fp32"] and "skipping pytorch/static" in err
+    assert agreement(res[0])["max_abs"] < 1e-4
+
+
+# -- one-line errors ----------------------------------------------------------------------------------
+
+def _one_line_error(capsys, *args: str) -> str:
+    rc = main(["quantize", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    err = [e for e in err if not e.startswith("[quantize]")]
+    assert rc == 2, err
+    assert len(err) == 1 and err[0].startswith("host quantize: error:"), err
+    return err[0]
+
+
+def test_bad_sources_and_impossible_pairs(capsys, tmp_path: Path) -> None:
+    out = str(tmp_path / "o")
+    assert "model file not found" in _one_line_error(capsys, "--model", "nope.onnx", "--platform", "tensorrt", "--out", out)
+    assert "cannot import" in _one_line_error(capsys, "--model", "no_such_pkg.mod:fn", "--platform", "pytorch", "--out", out)
+    assert "no callable" in _one_line_error(capsys, "--model", "tests.models_for_tests:nope", "--platform", "pytorch",
+                                            "--out", out)
+    assert "expected a torch.nn.Module" in _one_line_error(
+        capsys, "--model", "tests.models_for_tests:not_a_module", "--platform", "pytorch", "--out", out)
+    (tmp_path / "bad.pt2").write_bytes(b"not a zip")
+    assert "cannot load ExportedProgram" in _one_line_error(capsys, "--model", str(tmp_path / "bad.pt2"),
+                                                            "--platform", "executorch", "--out", out)
+    (tmp_path / "bad.onnx").write_bytes(b"\x00garbage")
+    assert "cannot load ONNX" in _one_line_error(capsys, "--model", str(tmp_path / "bad.onnx"), "--platform",
+                                                 "tensorrt", "--out", out)
+    (tmp_path / "m.keras").write_bytes(b"x")
+    assert "cannot become an ExecuTorch" in _one_line_error(capsys, "--model", str(tmp_path / "m.keras"),
+                                                            "--platform", "executorch", "--out", out)
+    mlp = "tests.models_for_tests:mlp"
+    assert "has no method 'dynamic'" in _one_line_error(capsys, "--model", mlp, "--platform", "executorch",
+                                                        "--method", "dynamic", "--out", out)
+    assert "unknown platform" in _one_line_error(capsys, "--model", mlp, "--platform", "coreml", "--out", out)
+    assert "needs calibration data" in _one_line_error(capsys, "--model", mlp, "--platform", "pytorch",
+                                                       "--method", "static", "--out", out)
+    assert "labelled training data" in _one_line_error(capsys, "--model", mlp, "--platform", "pytorch",
+                                                       "--method", "qat", "--out", out)
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_onnx_source_cannot_become_pytorch_mobile(capsys, tmp_path: Path) -> None:
+    from tests.models_for_tests import mlp
+
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(mlp(), (torch.zeros(1, 1, 28, 28),), str(path), dynamo=False)
+    line = _one_line_error(capsys, "--model", str(path), "--platform", "pytorch", "--out", str(tmp_path / "o"))
+    assert "onnx model cannot become PyTorch Mobile" in line
