@@ -156,6 +156,7 @@ def _child(fd: int) -> None:
 
     conn = Connection(fd)
     runner = None
+    threads = 0
     info: dict[str, Any] = {}
 
     def send(*msg: Any) -> None:
@@ -180,6 +181,7 @@ def _child(fd: int) -> None:
                 entry = registry.choose(fmt, runtime or None, tuple(options.get("prefer", ())))
                 runner = registry.create(entry)
                 t0 = time.perf_counter()
+                threads = int(options.get("threads") or 0)
                 runner.load(path, RunnerOptions(**{k: v for k, v in options.items() if k != "prefer"}))
                 load_ms = (time.perf_counter() - t0) * 1e3
                 peak_load = _peak_rss_mb()
@@ -200,7 +202,8 @@ def _child(fd: int) -> None:
                 summary["peak_rss_load_mb"] = info.get("peak_rss_load_mb", 0.0)
                 env_after = probes.snapshot()
                 summary["env_after"] = env_after
-                summary["flags"] = bench.flags_for(summary, cfg, probes.compare(info.get("env_before", {}), env_after))
+                summary["flags"] = bench.flags_for(summary, cfg, probes.compare(info.get("env_before", {}), env_after,
+                                                                         own_threads=max(1, threads)))
                 send("ok", summary)
             elif op == "infer":
                 assert runner is not None, "load first"

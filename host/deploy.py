@@ -25,7 +25,7 @@ Log = Callable[[str], None]
 
 @dataclass
 class RunSettings:
-    threads: int = 0
+    threads: Optional[int] = None        # None = target's default, else 1; 0 = the runtime's own default
     runs: int = 50
     min_seconds: float = 1.0
     max_seconds: float = 20.0
@@ -40,12 +40,18 @@ class RunSettings:
     seed: int = 0
     inputs: Optional[dict[str, Any]] = None   # user tensors instead of random inputs
 
+    def effective_threads(self, target: Target) -> int:
+        # One thread unless asked: all-core runs on a shared or big.LITTLE device are the noisiest numbers there are.
+        if self.threads is not None:
+            return self.threads
+        return target.threads if target.threads > 0 else 1
+
     def run_options(self, target: Target):
         ro = dict(self.runtime_options)
         if target.prefer_runtimes and "prefer" not in ro:
             ro["prefer"] = ",".join(target.prefer_runtimes)
         return AgentClient.run_options(
-            threads=self.threads or target.threads, runs=self.runs, min_seconds=self.min_seconds,
+            threads=self.effective_threads(target), runs=self.runs, min_seconds=self.min_seconds,
             max_seconds=self.max_seconds, warmup_runs=self.warmup_runs, warmup_seconds=self.warmup_seconds,
             target_ci=self.target_ci, runtime=self.runtime, runtime_options=ro, deadline_s=self.timeout,
             seed=self.seed)

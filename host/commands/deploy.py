@@ -19,12 +19,13 @@ def register(sub: argparse._SubParsersAction, help_: str) -> None:
     p = sub.add_parser("deploy", help=help_, description=(
         "Push each artifact to each target (only bytes the device lacks), run the measurement protocol on the "
         "device (load, first inference, warm-up, steady state until --runs and --min-seconds are met and the "
-        "median's 95%% CI is within --target-ci, at most --max-seconds) and store every result."),
+        "median's 95% CI is within --target-ci, at most --max-seconds) and store every result."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--target", required=True, help="target name(s), comma-separated (see host targets list)")
     p.add_argument("--artifact", action="append", required=True,
                    help="artifact file, or a directory of artifacts with manifests; repeatable")
-    p.add_argument("--threads", type=int, default=0, help="runtime threads (0 = target default / runtime default)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="runtime threads (default: the target's `threads`, else 1; 0 = the runtime's own default)")
     p.add_argument("--runs", type=int, default=50, help="minimum steady-state runs")
     p.add_argument("--min-seconds", type=float, default=1.0, help="minimum steady-state duration")
     p.add_argument("--max-seconds", type=float, default=20.0, help="maximum steady-state duration")

@@ -78,7 +78,7 @@ def convert(req: QuantizeRequest, path: Path, say: Callable[[str], None]) -> dic
                 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
                 quantizer = pq.PT2EQuantizer().set_global(litert_config(req.method, req.calib_method, req.per_channel))
-                graph, batch = _export_for_calibration(src.fresh_torch_module().eval(), example)
+                graph, batch = _export_for_calibration(src.fresh_torch_module(), example)
                 prepared = prepare_pt2e(graph, quantizer)
                 if req.method == "static":
                     x = calib_array(req.calib, req.calib_samples, shape)

@@ -26,7 +26,7 @@ command -v update-binfmts >/dev/null || need="$need binfmt-support"
 command -v arch-test >/dev/null || need="$need arch-test"
 if [ -n "$need" ]; then
   echo "make_pi_rootfs: installing$need" >&2
-  apt-get install -y $need >&2
+  apt-get update -qq >&2 && apt-get install -y $need >&2
 fi
 update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
 if ! arch-test arm64 >/dev/null 2>&1; then
