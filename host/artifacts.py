@@ -8,13 +8,13 @@ input/output quantization parameters from it; reports read the rest.
 
 from __future__ import annotations
 
-from host.errors import UserError
-
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from host.errors import UserError
 
 MANIFEST_SUFFIX = ".manifest.json"
 SCHEMA = "edgebench.manifest/1"

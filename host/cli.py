@@ -33,7 +33,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
-    p = _Parser(prog="host", description=__doc__.split("\n\n")[0].replace("`host`: ", "host: "))
+    p = _Parser(prog="host", description=(
+        "Quantize one model per edge platform (PyTorch Mobile, ExecuTorch, TFLite, TensorRT), run it on real "
+        "devices through light gRPC agents, and compare accuracy, latency, size and memory across devices."),
+        epilog="Typical flow: host zoo train classifier; host quantize --model ... --out out/; "
+               "host deploy --target local --artifact out/ --data fashion-mnist:test; host report --format html. "
+               "`host COMMAND --help` explains each command.")
     p.add_argument("--version", action="version", version=f"host {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, help_ in COMMANDS.items():

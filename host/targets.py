@@ -6,13 +6,14 @@ Search path: $EDGEBENCH_TARGETS (colon-separated dirs), ./targets, the user's co
 
 from __future__ import annotations
 
-from host.errors import UserError
-
 import os
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+import tomllib
+
+from host.errors import UserError
 
 KINDS = ("local", "raspberry-pi", "android", "jetson", "linux")
 TRANSPORTS = ("local", "ssh", "adb")

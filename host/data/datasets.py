@@ -12,8 +12,6 @@ when the source has them.
 
 from __future__ import annotations
 
-from host.errors import UserError
-
 import gzip
 import struct
 from dataclasses import asdict, dataclass, field
@@ -21,6 +19,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+
+from host.errors import UserError
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",

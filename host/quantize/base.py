@@ -7,14 +7,13 @@ Calibration data and methods are shared (host.quantize.calibration), never re-wr
 
 from __future__ import annotations
 
-from host.errors import UserError
-
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from host.artifacts import Artifact
+from host.errors import UserError
 
 METHODS = ("fp32", "dynamic", "fp16", "static", "qat")
 CALIB_METHODS = ("minmax", "percentile", "entropy")

@@ -8,10 +8,10 @@ same gRPC client for every target.
 
 from __future__ import annotations
 
-from host.errors import UserError
-
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Optional
+
+from host.errors import UserError
 
 
 class TransportError(UserError):
