@@ -68,6 +68,16 @@ def cpu_model(root: str = "/") -> str:
     return platform.processor() or platform.machine()
 
 
+def emulation(root: str = "/", machine: Optional[str] = None) -> Optional[str]:
+    """"qemu-user" when an ARM userland runs on an x86 CPU through binfmt (an emulated board): the
+    kernel's /proc/cpuinfo then still has x86's keys, which no ARM kernel prints. Its latency says
+    nothing about the real device, so every result from it must say so."""
+    if (machine or platform.machine()) not in ("aarch64", "arm64", "armv7l", "armv6l"):
+        return None
+    text = _read(_p(root, "/proc/cpuinfo")) or ""
+    return "qemu-user" if re.search(r"^(vendor_id|flags)\s*:", text, re.M) else None
+
+
 def cpufreq(root: str = "/") -> dict[str, dict[str, Any]]:
     """Per core: governor, current / min / max frequency in kHz (cpufreq sysfs)."""
     cores: dict[str, dict[str, Any]] = {}
@@ -282,6 +292,9 @@ def snapshot(root: str = "/") -> dict[str, Any]:
     la = loadavg(root)
     if la is not None:
         snap["loadavg"] = la
+    emu = emulation(root)
+    if emu:
+        snap["emulated"] = emu
     snap.update(meminfo(root))
     snap.update(process_rss_mb())
     for key, probe in (("rpi", raspberry_pi), ("jetson", lambda: jetson(root)), ("android", android_thermal)):
@@ -308,8 +321,9 @@ def _throttled(s: dict[str, Any]) -> bool:
 
 
 def compare(before: dict[str, Any], after: dict[str, Any], own_threads: int = 1) -> list[str]:
-    """Flags for a run whose device state moved: freq-changed, temp-rose, hot, throttled, busy."""
-    flags = []
+    """Flags for a run whose device state moved (freq-changed, temp-rose, hot, throttled, busy), and
+    for a device that is not what it claims (emulated)."""
+    flags = [f"emulated({after['emulated']})"] if after.get("emulated") else []
     fb, fa = before.get("cpufreq") or {}, after.get("cpufreq") or {}
     for core in sorted(set(fb) & set(fa)):
         a, b = fb[core].get("cur_khz"), fa[core].get("cur_khz")
@@ -343,6 +357,9 @@ def device_facts(root: str = "/") -> dict[str, Any]:
         "system": platform.system(), "release": platform.release(), "python": platform.python_version(),
     }
     facts.update({k: v for k, v in meminfo(root).items() if k == "mem_total_mb"})
+    emu = emulation(root)
+    if emu:
+        facts["emulated"] = emu
     model = _read(_p(root, "/proc/device-tree/model")) or _read(_p(root, "/sys/firmware/devicetree/base/model"))
     if model:
         facts["board"] = model.rstrip("\x00")

@@ -37,6 +37,7 @@ class RunSettings:
     timeout: float = 0.0                 # per call; 0 = derived from max_seconds
     data: Optional[str] = None           # also evaluate accuracy on this dataset
     data_limit: int = 1000
+    preprocess: Optional[str] = None     # image-folder preprocessing for `data` (Preprocess.parse)
     seed: int = 0
     inputs: Optional[dict[str, Any]] = None   # user tensors instead of random inputs
 
@@ -83,12 +84,24 @@ def _bench_progress(log: Log, prefix: str, name: str) -> Callable[[str, Any], No
     return cb
 
 
+def stand_in_flags(m: Any, runtime: str) -> list[str]:
+    """A TensorRT artifact that ran on another runtime (a device without TensorRT) is not a TensorRT
+    number, and an fp16 build flag did nothing there: say so next to the figure."""
+    if m.platform != "tensorrt" or runtime == "tensorrt":
+        return []
+    flags = [f"stand-in({runtime}, not a TensorRT engine)"]
+    if m.precision == "fp16":
+        flags.append("fp16-not-applied(ran the fp32 graph)")
+    return flags
+
+
 def benchmark_record(target: Target, art: Artifact, res: dict[str, Any], info: dict[str, Any],
                      settings: RunSettings) -> dict[str, Any]:
     s, st, m = res["summary"], res["started"], art.manifest
+    s["flags"] = list(s["flags"]) + stand_in_flags(m, st["runtime"])
     return {
         "target": target.name, "target_kind": target.kind, "device": {k: info.get(k) for k in (
-            "hostname", "platform", "machine", "cpu_count", "mem_total_bytes", "agent_version")},
+            "hostname", "platform", "machine", "cpu_count", "mem_total_bytes", "agent_version", "facts")},
         "artifact": art.path.name, "sha256": m.sha256, "model_name": m.model_name, "platform": m.platform,
         "method": m.method, "precision": m.precision, "format": m.format, "size_bytes": m.size_bytes, "task": m.task,
         "runtime": {"name": st["runtime"], "version": st["runtime_version"]}, "delegate": st["delegate"],
@@ -99,7 +112,7 @@ def benchmark_record(target: Target, art: Artifact, res: dict[str, Any], info: d
         "phases_ms": {"load": s["load_ms"], "first": s["first_ms"], "warmup": s["warmup_ms"]},
         "warmup_runs": s["warmup_runs"], "peak_rss_mb": s["peak_rss_mb"], "peak_rss_load_mb": s["peak_rss_load_mb"],
         "env_before": st["env_before"], "env_after": s["env_after"], "flags": s["flags"],
-        "settings": {k: v for k, v in settings.__dict__.items() if k not in ("data", "inputs")},
+        "settings": {k: v for k, v in settings.__dict__.items() if k not in ("data", "inputs", "preprocess")},
         "inputs": "user" if settings.inputs else f"random(seed={settings.seed})",
         "samples": res["samples"], "incomplete": res.get("incomplete"), "manifest": m.__dict__ | {
             "inputs": [t.__dict__ for t in m.inputs], "outputs": [t.__dict__ for t in m.outputs]},
@@ -107,7 +120,7 @@ def benchmark_record(target: Target, art: Artifact, res: dict[str, Any], info: d
 
 
 def deploy_target(target: Target, artifacts: list[Artifact], settings: RunSettings, store: ResultStore,
-                  log: Log = stderr_log) -> list[dict[str, Any]]:
+                  log: Log = stderr_log, dataset: Any = None) -> list[dict[str, Any]]:
     prefix = f"[{target.name}]"
     out: list[dict[str, Any]] = []
     try:
@@ -127,14 +140,27 @@ def deploy_target(target: Target, artifacts: list[Artifact], settings: RunSettin
                     if pushed["already_present"]:
                         log(f"{prefix} {name}: already on the device, nothing sent")
                     res = client.benchmark(art.manifest.sha256, settings.run_options(target), inputs=settings.inputs,
-                                           on_event=_bench_progress(log, prefix, name))
+                                           on_event=_bench_progress(log, prefix, name),
+                                           timeout=settings.timeout or None)
+                    if res.get("incomplete"):
+                        log(f"{prefix} {name}: the link broke mid-run ({res['incomplete']}); keeping the "
+                            f"{len(res['samples'])} samples that arrived")
                     rec = benchmark_record(target, art, res, info, settings)
+                    emulated = [f for f in rec["flags"] if f.startswith("emulated")]
+                    if emulated:
+                        log(f"{prefix} NOTE: {name} ran on an EMULATED CPU ({emulated[0]}): its latency proves "
+                            "the pipeline correct, not the speed of the device")
                     rec["push"] = pushed
                     rec["id"] = store.add_benchmark(rec)
-                    if settings.data:
+                    if dataset is not None:
                         from host.eval import evaluate  # heavy (torch/tf for the reference); only when asked
 
-                        rec["eval"] = evaluate(client, target, art, settings.data, settings.data_limit, store, log=log)
+                        try:
+                            rec["eval"] = evaluate(client, target, art, dataset, settings.data_limit, store, log=log,
+                                                   options=settings.run_options(target))
+                        except UserError as e:  # data that does not fit this artifact: keep its latency result
+                            log(f"{prefix} {name}: eval error: {e}")
+                            rec["eval"] = {"error": str(e)}
                     out.append(rec)
                 except AgentError as e:
                     log(f"{prefix} {name}: error: {e}")
@@ -153,8 +179,13 @@ def deploy(targets: list[Target], artifacts: list[Artifact], settings: RunSettin
         with lock:
             log(msg)
 
+    dataset = None
+    if settings.data:  # loaded once, before anything is pushed: a bad --data fails at once
+        from host.eval import load_eval_data
+
+        dataset = load_eval_data(settings.data, settings.data_limit or None, settings.preprocess)
     if len(targets) == 1:
-        return deploy_target(targets[0], artifacts, settings, store, safe_log)
+        return deploy_target(targets[0], artifacts, settings, store, safe_log, dataset)
     with ThreadPoolExecutor(max_workers=len(targets)) as pool:
-        futures = [pool.submit(deploy_target, t, artifacts, settings, store, safe_log) for t in targets]
+        futures = [pool.submit(deploy_target, t, artifacts, settings, store, safe_log, dataset) for t in targets]
         return [r for f in futures for r in f.result()]

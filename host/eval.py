@@ -34,12 +34,34 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def load_eval_data(spec: str, limit: Optional[int]) -> Dataset:
-    """Built-in data sets default to their test split for evaluation (fashion-mnist -> :test)."""
+def load_eval_data(spec: str, limit: Optional[int], preprocess: Optional[str] = None) -> Dataset:
+    """Built-in data sets default to their test split for evaluation (fashion-mnist -> :test);
+    `preprocess` (image folders) is a Preprocess.parse spec."""
+    from host.data.datasets import Preprocess
+
+    pp = Preprocess.parse(preprocess) if preprocess else None
     name, _, split = spec.partition(":")
     if name in ("fashion-mnist", "shapes-det", "shapes-seg", "shapes") and not split:
-        return load_dataset(name, split="test", limit=limit)
-    return load_dataset(spec, limit=limit)
+        return load_dataset(name, split="test", limit=limit, pp=pp)
+    return load_dataset(spec, limit=limit, pp=pp)
+
+
+def preprocess_mismatch(art: Artifact, ds: Dataset) -> list[str]:
+    """Where the data's preprocessing differs from what the artifact was calibrated/checked with.
+    Arrays from .npy/.npz are taken as already preprocessed and not compared."""
+    recorded = art.manifest.preprocessing or {}
+    if not recorded or ds.name.startswith("file:"):
+        return []
+    mine = ds.preprocess.to_dict()
+    out = []
+    for k in ("resize", "mean", "std", "scale", "channels"):
+        if k in recorded and recorded[k] is not None and k in mine:
+            a, b = recorded[k], mine[k]
+            a = list(a) if isinstance(a, (list, tuple)) else a
+            b = list(b) if isinstance(b, (list, tuple)) else b
+            if a != b:
+                out.append(f"{k}: artifact {a}, data {b}")
+    return out
 
 
 def input_layout(art: Artifact, ds: Dataset) -> str:
@@ -117,28 +139,29 @@ def reference_outputs(art: Artifact, ds: Dataset, log: Log = _stderr) -> tuple[O
         return _REFERENCE_CACHE[key]
     try:
         from host.models import load_source
+        from host.quantize.checks import source_reference
 
         shape = src.get("input_shape")
         source = load_source(spec, tuple(shape) if shape else None, art.manifest.task)
+        if src.get("sha256") and source.sha256 != src["sha256"]:
+            # the factory's weights or the file changed since quantization: its outputs would be a
+            # different model's, so agreement and the FP32 figures would silently mean nothing
+            result: tuple[Optional[np.ndarray], str] = (
+                None, f"source {spec} changed since {art.path.name} was made (sha256 {source.sha256[:12]} != "
+                      f"{src['sha256'][:12]}): no FP32 reference")
+            _REFERENCE_CACHE[key] = result
+            return result
         log(f"eval: running the FP32 source {spec} on the host for reference outputs")
-        if source.is_torch:
-            from host.zoo.train import predict
-
-            ref = predict(source.torch_module(), ds.x)
-        elif source.kind == "onnx":
-            import onnxruntime as ort
-
-            sess = ort.InferenceSession(str(source.path), providers=["CPUExecutionProvider"])
-            name = sess.get_inputs()[0].name
-            ref = np.concatenate([sess.run(None, {name: ds.x[i:i + 1]})[0] for i in range(len(ds))])
+        if source.is_torch or source.kind == "onnx":
+            ref = source_reference(source, ds.x)
         else:  # Keras / SavedModel take channels-last images
-            model = source.load()
-            ref = np.asarray(model.predict(ds.to_layout("NHWC"), verbose=0))
+            ref = np.asarray(source.load().predict(ds.to_layout("NHWC")))
             if ref.ndim == 4:
                 ref = ref.transpose(0, 3, 1, 2)
-        result: tuple[Optional[np.ndarray], str] = (np.asarray(ref, np.float32), f"{source.kind}:{spec}")
-    except (UserError, ImportError, RuntimeError, ValueError, OSError) as e:
-        result = (None, f"source {spec} not usable on this host: {str(e).splitlines()[0] if str(e) else e}")
+        result = (np.asarray(ref, np.float32), f"{source.kind}:{spec}")
+    except Exception as e:  # noqa: BLE001 - the reference is optional: any failure is reported, not raised
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        result = (None, f"source {spec} not usable on this host: {first}")
     _REFERENCE_CACHE[key] = result
     return result
 
@@ -164,6 +187,10 @@ def evaluate(client: Any, target: Any, art: Artifact, data: str | Dataset, limit
         raise EvalError(f"{ds.name} gives samples of shape {list(x.shape[1:])} but {art.path.name} "
                         f"takes {want} ({layout})")
     batch = m.inputs[0].shape[0] if m.inputs[0].shape and m.inputs[0].shape[0] > 0 else 1
+    mismatch = preprocess_mismatch(art, ds)
+    if mismatch:
+        log(f"eval {art.path.name}: WARNING: {ds.name} is preprocessed differently from the artifact's "
+            f"calibration data ({'; '.join(mismatch)}): accuracy may be off for that reason alone")
     ref, ref_note = reference_outputs(art, ds, log)
 
     name = art.path.name
@@ -188,7 +215,7 @@ def evaluate(client: Any, target: Any, art: Artifact, data: str | Dataset, limit
         "target": getattr(target, "name", str(target)), "target_kind": getattr(target, "kind", ""),
         "sha256": m.sha256, "artifact": name, "model_name": m.model_name, "platform": m.platform,
         "method": m.method, "precision": m.precision, "format": m.format, "size_bytes": m.size_bytes,
-        "dataset": ds.name, "n": len(ds), "task": m.task, "layout": layout,
+        "dataset": ds.name, "n": len(ds), "task": m.task, "layout": layout, "preprocess_mismatch": mismatch,
         "metrics": metrics, "agreement": agree, "reference": ref_note, "reference_metrics": ref_metrics,
         "latency_ms_mean": float(np.mean(lat)) if lat else None, "wall_s": round(time.monotonic() - t0, 2),
         "manifest": {"inputs": [t.__dict__ for t in m.inputs], "outputs": [t.__dict__ for t in m.outputs],
@@ -235,7 +262,8 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_eval(target_name: str, artifact: str, data: str, limit: Optional[int], db: Any,
-             threads: int = 0, runtime: str = "", log: Log = _stderr) -> dict[str, Any]:
+             threads: int = 0, runtime: str = "", preprocess: Optional[str] = None,
+             log: Log = _stderr) -> dict[str, Any]:
     """`host eval`: connect to the target's agent, push the artifact if needed, evaluate, store."""
     from host.artifacts import load_artifact
     from host.client import AgentClient
@@ -245,7 +273,7 @@ def run_eval(target_name: str, artifact: str, data: str, limit: Optional[int], d
 
     target = get_target(target_name)
     art = load_artifact(artifact)
-    ds = load_eval_data(data, limit)
+    ds = load_eval_data(data, limit, preprocess)
     store = ResultStore(db)
     transport = open_transport(target)
     try:

@@ -154,3 +154,15 @@ def test_raspberry_pi_vcgencmd_parsing() -> None:
 def test_jetson_nvpmodel_parsing() -> None:
     assert probes.parse_nvpmodel("NV Power Mode: MAXN\n0\n") == {"power_mode": "MAXN", "power_mode_id": 0}
     assert probes.parse_nvpmodel("NV Power Mode: 15W\n2") == {"power_mode": "15W", "power_mode_id": 2}
+
+
+def test_an_arm_userland_on_an_x86_cpu_is_flagged_emulated(tmp_path: Path) -> None:
+    (tmp_path / "proc").mkdir()
+    x86 = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R)\nflags\t\t: fpu sse2\n"
+    arm = "processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd crc32\nCPU implementer\t: 0x41\n"
+    (tmp_path / "proc" / "cpuinfo").write_text(x86)
+    assert probes.emulation(str(tmp_path), machine="aarch64") == "qemu-user"
+    assert probes.emulation(str(tmp_path), machine="x86_64") is None
+    (tmp_path / "proc" / "cpuinfo").write_text(arm)
+    assert probes.emulation(str(tmp_path), machine="aarch64") is None
+    assert probes.compare({}, {"emulated": "qemu-user"}) == ["emulated(qemu-user)"]

@@ -248,3 +248,22 @@ def test_impossible_pairs_and_missing_data_are_one_line_errors(keras_file, data,
     with pytest.raises(UserError) as e:
         load_source(str(bad)).load()
     assert "broken.keras" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_keras_artifact_evaluated_on_the_local_agent(keras_artifacts, agent, tmp_path):
+    """host eval's FP32 reference for a Keras source runs the Keras model on the host (NHWC), and the
+    int8 artifact's device outputs are scored against it."""
+    from host.client import AgentClient
+    from host.eval import evaluate
+    from host.results.store import ResultStore
+    from host.targets import Target
+
+    art = keras_artifacts["static"]
+    with AgentClient(agent.address) as c:
+        c.push(art.path, art.manifest.sha256, art.manifest.format, art.manifest.to_json())
+        rec = evaluate(c, Target(name="local-test"), art, "fashion-mnist", 200, ResultStore(tmp_path / "r.sqlite"),
+                       log=lambda m: None)
+    assert rec["reference"].startswith("keras:") and rec["n"] == 200 and rec["layout"] == "NHWC"
+    assert rec["agreement"]["top1_agreement"] >= 0.95 and rec["agreement"]["cosine"] > 0.98
+    assert abs(rec["metrics"]["top1"] - rec["reference_metrics"]["top1"]) < 0.05
+    assert rec["preprocess_mismatch"] == []

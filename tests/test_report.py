@@ -97,7 +97,7 @@ def test_rows_speedups_drops_and_best(db):
     assert rep["best"]["local / classifier"]["method"] == "fp32"   # the only row with a known drop
     loose = build_report(store, max_drop=10.0)
     assert loose["best"]["pi4 / classifier"]["method"] == "fp16"
-    front = {(rep["rows"][i]["platform"], rep["rows"][i]["method"]) for i in rep["pareto"]["pi4"]}
+    front = {(rep["rows"][i]["platform"], rep["rows"][i]["method"]) for i in rep["pareto"]["pi4 / classifier"]}
     assert front == {("tflite", "fp16"), ("tflite", "static"), ("tflite", "fp32")}
     only_local = build_report(store, target=["local"])
     assert {r["target"] for r in only_local["rows"]} == {"local"}
@@ -207,4 +207,31 @@ def test_unsettled_baseline_makes_the_speedup_unreliable(tmp_path):
     st = _row(rep, "pi4", "pytorch", "static")
     assert st["unstable"] is True and st["speedup"] > 100
     assert "x ?" in render(rep, "table").splitlines()[3]
+    store.close()
+
+
+def test_drop_needs_the_same_exam_and_fronts_never_mix_models(tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    rng = np.random.default_rng(1)
+    store.add_benchmark(_bench("pi4", "tflite", "fp32", rng.normal(10.0, 0.2, 100)))
+    store.add_benchmark(_bench("pi4", "tflite", "static", rng.normal(4.0, 0.1, 100), precision="int8"))
+    store.add_eval(_eval("pi4", "tflite", "fp32", 0.91))
+    # the int8 artifact was scored on 200 samples only: a drop against the 1000-sample FP32 run would
+    # compare two different exams
+    store.add_eval(_eval("pi4", "tflite", "static", 0.80) | {"n": 200})
+    # a detector on the same device: its mAP must not share an accuracy axis or a front with top-1
+    det = _bench("pi4", "tflite", "fp32", rng.normal(1.0, 0.05, 100), sha="det-fp32") | {
+        "model_name": "detector", "task": "detection"}
+    store.add_benchmark(det)
+    store.add_eval(_eval("pi4", "tflite", "fp32", 0.5, sha="det-fp32") | {
+        "model_name": "detector", "task": "detection", "metrics": {"map50": 0.5, "map": 0.3}})
+    rep = build_report(store)
+    static = next(r for r in rep["rows"] if r["method"] == "static")
+    assert static["accuracy"] == pytest.approx(0.80) and static["acc_drop"] is None
+    assert set(rep["pareto"]) == {"pi4 / classifier", "pi4 / detector"}
+    det_rows = {i for i, r in enumerate(rep["rows"]) if r["model_name"] == "detector"}
+    assert set(rep["pareto"]["pi4 / detector"]) == det_rows
+    assert not det_rows & set(rep["pareto"]["pi4 / classifier"])
+    html = render(rep, "html")
+    assert "pi4 / classifier: top1 vs latency" in html and "pi4 / detector: map" in html
     store.close()

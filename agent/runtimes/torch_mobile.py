@@ -102,7 +102,8 @@ class TorchMobileRunner(Runner):
     @staticmethod
     def _set_quantized_engine(torch: Any, manifest: dict[str, Any], options: RunnerOptions) -> None:
         # a model quantized for qnnpack (ARM) or x86/fbgemm runs only on its own engine's kernels
-        engine = options.runtime_options.get("quantized_engine") or (manifest.get("engine") or {}).get("backend")
+        engine = (options.runtime_options.get("quantized_engine")
+                  or (manifest.get("engine") or {}).get("quantized_engine"))  # as host quantize records it
         if engine not in ("qnnpack", "fbgemm", "x86", "onednn"):
             return  # not a torch quantized-engine name (or none given)
         supported = list(torch.backends.quantized.supported_engines)

@@ -47,5 +47,16 @@ def print_table(rows: list[list[Any]], header: list[str]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
+def _no_nan(obj: Any) -> Any:
+    """NaN (a figure that was not measured) becomes null: NaN is not JSON, and scripts choke on it."""
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_no_nan(v) for v in obj]
+    return obj
+
+
 def dump_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, default=str))
+    print(json.dumps(_no_nan(obj), indent=2, default=str))

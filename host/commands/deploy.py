@@ -12,7 +12,8 @@ from host.targets import get_target
 
 JSON_KEYS = ("artifact", "sha256", "target", "model_name", "platform", "method", "precision", "size_bytes",
              "runtime", "delegate", "threads", "runs", "duration_s", "stop_reason", "latency_ms", "phases_ms",
-             "peak_rss_mb", "peak_rss_load_mb", "env_before", "env_after", "flags", "push", "eval", "id", "error")
+             "peak_rss_mb", "peak_rss_load_mb", "env_before", "env_after", "flags", "push", "eval", "id", "incomplete",
+             "error")
 
 
 def register(sub: argparse._SubParsersAction, help_: str) -> None:
@@ -42,6 +43,7 @@ def register(sub: argparse._SubParsersAction, help_: str) -> None:
     p.add_argument("--timeout", type=float, default=0, help="deadline per agent call in seconds (0 = automatic)")
     p.add_argument("--data", help="also measure accuracy on the device with this dataset (see host eval)")
     p.add_argument("--data-limit", type=int, default=1000, help="samples used by --data")
+    p.add_argument("--preprocess", metavar="SPEC", help="preprocessing of image-folder --data (see host eval)")
     add_db(p)
     add_json(p)
     p.set_defaults(func=run)
@@ -72,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
                            max_seconds=args.max_seconds, warmup_runs=args.warmup, warmup_seconds=args.warmup_seconds,
                            target_ci=args.target_ci / 100.0, runtime=args.runtime, runtime_options=opts,
                            timeout=args.timeout, data=args.data, data_limit=args.data_limit, seed=args.seed,
+                           preprocess=args.preprocess,
                            inputs=load_inputs(args.inputs) if args.inputs else None)
     store = ResultStore(db_path(args))
     results = deploy(targets, artifacts, settings, store)
@@ -89,4 +92,5 @@ def run(args: argparse.Namespace) -> int:
                          f"{lat['p90']:.3f}", f"{r['peak_rss_mb']:.0f}", ",".join(r["flags"]) or "-"])
         print_table(rows, ["target", "artifact", "runtime", "runs", "p50 ms", "95% CI", "p90 ms", "RSS MB", "flags"])
         print(f"results stored in {store.path}")
-    return 1 if any("error" in r for r in results) else 0
+    failed = any("error" in r or r.get("incomplete") or "error" in (r.get("eval") or {}) for r in results)
+    return 1 if failed else 0

@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction, help_: str) -> None:
                    help="data set: fashion-mnist[:test], shapes-det, shapes-seg, digits, DIR, FILE.npy/.npz "
                         "(built-in sets use their test split)")
     p.add_argument("--limit", type=int, default=1000, help="evaluate the first N samples (0 = all)")
+    p.add_argument("--preprocess", metavar="SPEC", help="preprocessing of image-folder data: "
+                   "resize=HxW,mean=a/b/c,std=a/b/c,scale=S,channels=1|3 (should match the artifact's manifest)")
     p.add_argument("--threads", type=int, default=0, help="runtime threads on the device (0 = default)")
     p.add_argument("--runtime", default="", help="force a runtime on the device (e.g. litert, onnxruntime)")
     add_db(p)
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit < 0:
         raise UserError("--limit must be >= 0")
     rec = run_eval(args.target, args.artifact, args.data, args.limit or None, db_path(args),
-                   threads=args.threads, runtime=args.runtime)
+                   threads=args.threads, runtime=args.runtime, preprocess=args.preprocess)
     if args.json:
         dump_json({k: v for k, v in rec.items() if k != "manifest"})
         return 0

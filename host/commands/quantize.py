@@ -82,6 +82,9 @@ def register(subparsers: Any, help_text: str) -> None:
     p.add_argument("--float-io", action="store_true", help="TFLite static: keep float inputs/outputs (default int8 I/O)")
     p.add_argument("--target-arch", default="x86_64", choices=("x86_64", "arm64"),
                    help="target CPU: picks the PyTorch quantized engine (x86 / qnnpack)")
+    p.add_argument("--preprocess", metavar="SPEC",
+                   help="preprocessing of image-folder data, recorded in the manifest: "
+                        "resize=HxW,mean=a/b/c,std=a/b/c,scale=S,channels=1|3 (default: RGB, pixels/255)")
     p.add_argument("--check-data", metavar="DATA", help="held-out data for the host-side check")
     p.add_argument("--check-samples", type=int, default=200, metavar="N", help="samples in the host-side check")
     p.add_argument("--task", default=None, help="classification (default) or another task name for the manifest")
@@ -94,13 +97,14 @@ def _say(msg: str) -> None:
     print(f"[quantize] {msg}", file=sys.stderr, flush=True)
 
 
-def _load_data(spec: Optional[str], limit: Optional[int]) -> Any:
+def _load_data(spec: Optional[str], limit: Optional[int], preprocess: Optional[str] = None) -> Any:
     if not spec:
         return None
-    from host.data.datasets import load_dataset
+    from host.data.datasets import Preprocess, load_dataset
 
     _say(f"loading data {spec}")
-    return load_dataset(spec, limit=limit or None)
+    pp = Preprocess.parse(preprocess) if preprocess else None
+    return load_dataset(spec, limit=limit or None, pp=pp)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,9 +131,9 @@ def run(args: argparse.Namespace) -> int:
     for p, m, reason in skipped:
         _say(f"skipping {p}/{m}: {reason}")
 
-    calib = _load_data(args.calib, args.calib_samples + args.check_samples)
-    train = _load_data(args.train, args.train_samples)
-    check = _load_data(args.check_data, args.check_samples)
+    calib = _load_data(args.calib, args.calib_samples + args.check_samples, args.preprocess)
+    train = _load_data(args.train, args.train_samples, args.preprocess)
+    check = _load_data(args.check_data, args.check_samples, args.preprocess)
     if source.input_shape is None:
         ds = calib or train or check
         if ds is not None:   # e.g. TorchScript: the data says what one sample looks like

@@ -40,9 +40,36 @@ class Preprocess:
     scale: float = 1.0 / 255.0                   # applied before mean/std
     layout: str = "NCHW"
     dtype: str = "float32"
+    channels: int = 3                            # image folders: 1 = grayscale, 3 = RGB
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def parse(cls, spec: str) -> Preprocess:
+        """`resize=32x32,mean=0.485/0.456/0.406,std=0.229/0.224/0.225,scale=0.00392,channels=1`."""
+        pp = cls()
+        for part in (p.strip() for p in spec.split(",") if p.strip()):
+            key, eq, val = part.partition("=")
+            try:
+                if not eq:
+                    raise ValueError("expected KEY=VALUE")
+                if key == "resize":
+                    h, _, w = val.lower().partition("x")
+                    pp.resize = (int(h), int(w or h))
+                elif key in ("mean", "std"):
+                    setattr(pp, key, tuple(float(v) for v in val.split("/")))
+                elif key == "scale":
+                    pp.scale = float(val)
+                elif key == "channels" and val in ("1", "3"):
+                    pp.channels = int(val)
+                else:
+                    raise ValueError("keys: resize=HxW, mean=a/b/c, std=a/b/c, scale=S, channels=1|3")
+            except ValueError as e:
+                raise DatasetError(f"bad --preprocess part {part!r}: {e}") from e
+        if 0 in pp.std:
+            raise DatasetError("--preprocess std must not be 0")
+        return pp
 
 
 @dataclass
@@ -98,6 +125,8 @@ FASHION_PREPROCESS = Preprocess(mean=(0.2860,), std=(0.3530,))
 
 
 def fashion_mnist(split: str = "train", limit: Optional[int] = None, root: Path = FASHION_DIR) -> Dataset:
+    if split not in ("train", "test"):
+        raise DatasetError(f"fashion-mnist has the splits train and test, not {split!r}")
     prefix = "train" if split == "train" else "t10k"
     imgs = _read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
     labels = _read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"))
@@ -118,28 +147,45 @@ def digits(limit: Optional[int] = None) -> Dataset:
                    [str(i) for i in range(10)], pp)
 
 
-def image_folder(root: Path, pp: Preprocess, limit: Optional[int] = None, channels: int = 3) -> Dataset:
-    from PIL import Image
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".webp")
+
+
+def image_folder(root: Path, pp: Preprocess, limit: Optional[int] = None) -> Dataset:
+    """An ImageFolder tree. With a limit the classes are interleaved (a, b, c, a, b, c, ...), so a
+    calibration or accuracy slice covers every class rather than the first one."""
+    from PIL import Image, UnidentifiedImageError
 
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not classes:
         raise DatasetError(f"{root} has no class sub-folders (expected DIR/<class>/<image>)")
+    files = [[f for f in sorted((root / c).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES] for c in classes]
+    order = [(ci, fs[k]) for k in range(max(map(len, files), default=0)) for ci, fs in enumerate(files)
+             if k < len(fs)]
+    if limit:
+        order = order[:limit]
+    if not order:
+        raise DatasetError(f"no images found under {root} ({', '.join(IMAGE_SUFFIXES)})")
     xs, ys = [], []
-    for ci, c in enumerate(classes):
-        for f in sorted((root / c).iterdir()):
-            if f.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp"):
-                continue
-            img = Image.open(f).convert("L" if channels == 1 else "RGB")
-            if pp.resize:
-                img = img.resize((pp.resize[1], pp.resize[0]))
-            a = np.asarray(img, np.uint8)
-            xs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-            ys.append(ci)
-            if limit and len(xs) >= limit:
-                break
-    if not xs:
-        raise DatasetError(f"no images found under {root}")
-    return Dataset(f"folder:{root}", normalize(np.stack(xs), pp), np.asarray(ys, np.int64), classes, pp)
+    for ci, f in order:
+        try:
+            with Image.open(f) as im:
+                img = im.convert("L" if pp.channels == 1 else "RGB")
+        except (OSError, UnidentifiedImageError) as e:
+            raise DatasetError(f"cannot read image {f}: {e}") from e
+        if pp.resize:
+            img = img.resize((pp.resize[1], pp.resize[0]))
+        a = np.asarray(img, np.uint8)
+        xs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+        ys.append(ci)
+    sizes = {x.shape for x in xs}
+    if len(sizes) > 1:
+        raise DatasetError(f"images under {root} differ in size ({', '.join(map(str, sorted(sizes)[:3]))}, ...): "
+                           "pass --preprocess resize=HxW")
+    x = np.stack(xs)
+    if len(pp.mean) not in (1, x.shape[1]) or len(pp.std) not in (1, x.shape[1]):
+        raise DatasetError(f"--preprocess mean/std have {len(pp.mean)}/{len(pp.std)} values for {x.shape[1]}-channel "
+                           "images (give 1 or one per channel)")
+    return Dataset(f"folder:{root}", normalize(x, pp), np.asarray(ys, np.int64), classes, pp)
 
 
 def array_file(path: Path, limit: Optional[int] = None) -> Dataset:
@@ -167,6 +213,10 @@ def load_dataset(spec: str, split: Optional[str] = None, limit: Optional[int] = 
     """Resolve a dataset spec string (see module doc). Raises DatasetError with one clear line."""
     name, _, sp = spec.partition(":")
     split = split or sp or "train"
+    if pp is not None and (name in ("fashion-mnist", "digits", "shapes-det", "shapes-seg", "shapes")
+                           or Path(spec).suffix in (".npy", ".npz")):
+        raise DatasetError(f"--preprocess applies to image folders; {spec} has its own fixed preprocessing "
+                           "(.npy/.npz arrays are taken as already preprocessed)")
     if name == "fashion-mnist":
         return fashion_mnist(split, limit)
     if name == "digits":

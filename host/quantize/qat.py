@@ -59,7 +59,7 @@ def builtin_loop(model: Any, x: np.ndarray, y: np.ndarray, epochs: int, say: Cal
     history = []
     for ep in range(epochs):
         perm = torch.randperm(n, generator=g)
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum, correct, seen, scored = 0.0, 0, 0, 0
         for s in range(steps):
             idx = perm[s * batch_size:(s + 1) * batch_size]
             opt.zero_grad()
@@ -69,10 +69,11 @@ def builtin_loop(model: Any, x: np.ndarray, y: np.ndarray, epochs: int, say: Cal
             opt.step()
             loss_sum += float(loss) * len(idx)
             correct += int((out.argmax(1) == yt[idx]).sum())
+            scored += yt[idx].numel()  # per image for a classifier, per pixel for a segmenter
             seen += len(idx)
             if (s + 1) % max(1, steps // 4) == 0 and s + 1 < steps:
                 say(f"qat epoch {ep + 1}/{epochs}: {seen}/{n} samples, loss {loss_sum / seen:.4f}")
-        history.append({"epoch": ep + 1, "loss": round(loss_sum / seen, 5), "accuracy": round(correct / seen, 4)})
-        say(f"qat epoch {ep + 1}/{epochs}: loss {loss_sum / seen:.4f}, train accuracy {correct / seen:.1%}")
+        history.append({"epoch": ep + 1, "loss": round(loss_sum / seen, 5), "accuracy": round(correct / scored, 4)})
+        say(f"qat epoch {ep + 1}/{epochs}: loss {loss_sum / seen:.4f}, train accuracy {correct / scored:.1%}")
     return {"method": "qat", "dataset": name, "samples": int(steps * batch_size), "epochs": epochs,
             "optimizer": f"Adam(lr={LR})", "batch_size": batch_size, "history": history}

@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from host.results import svg
-from host.results.report import ALPHA, MIN_EFFECT, table_rows
+from host.results.report import ALPHA, MIN_EFFECT, front_key, table_rows
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222;max-width:1400px}
@@ -77,17 +77,22 @@ def render_html(rep: dict[str, Any]) -> str:
         series = [(_label(r), r["samples"] or [r["p50"]]) for r in timed]
         parts.append(svg.boxplot(f"{t}: steady-state latency (box p25-p75, whiskers p1-p99)", series,
                                  groups=[r["platform"] for r in timed], group_order=platforms))
-        pts, index = [], {}
-        for i, r in trs:
-            if r["p50"] is not None and r["accuracy"] is not None:
-                index[i] = len(pts)
-                pts.append({"x": r["p50"], "y": 100 * r["accuracy"], "label": _label(r), "group": r["platform"]})
-        front = [index[i] for i in rep["pareto"].get(t, []) if i in index]
-        best = next((index[i] for i, r in trs if i in index and (r["target"], r["artifact"], r["runtime"]) in best_ids),
-                    None)
-        metric = next((r["metric"] for _, r in trs if r["accuracy"] is not None), "accuracy")
-        parts.append(svg.scatter(f"{t}: {metric} vs latency (Pareto front dashed)", pts, "p50 latency (ms)",
-                                 f"{metric} (%)", front=front, best=best, group_order=platforms))
+        for model in sorted({r["model_name"] for _, r in trs}):  # one accuracy axis per model
+            mrs = [(i, r) for i, r in trs if r["model_name"] == model]
+            pts, index = [], {}
+            for i, r in mrs:
+                if r["p50"] is not None and r["accuracy"] is not None:
+                    index[i] = len(pts)
+                    pts.append({"x": r["p50"], "y": 100 * r["accuracy"], "label": _label(r), "group": r["platform"]})
+            if not pts:
+                continue
+            front = [index[i] for i in rep["pareto"].get(front_key(mrs[0][1]), []) if i in index]
+            best = next((index[i] for i, r in mrs
+                         if i in index and (r["target"], r["artifact"], r["runtime"]) in best_ids), None)
+            metric = next(r["metric"] for _, r in mrs if r["accuracy"] is not None)
+            parts.append(svg.scatter(f"{t} / {model}: {metric} vs latency (Pareto front dashed)", pts,
+                                     "p50 latency (ms)", f"{metric} (%)", front=front, best=best,
+                                     group_order=platforms))
         parts.append("</div>")
 
     parts.append('<h2>Size by method</h2><div class="plots">')

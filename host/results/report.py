@@ -116,9 +116,12 @@ def _row(b: Optional[dict[str, Any]], e: Optional[dict[str, Any]]) -> dict[str, 
 
 def _baseline(row: dict[str, Any], rows: list[dict[str, Any]], need: str) -> Optional[dict[str, Any]]:
     """The FP32 row for `row`: same device, model and platform, and (for latency) the same runtime
-    and threads; for accuracy, any FP32 evaluation of the model on the device as a fallback."""
+    and threads; for accuracy, the same data set and sample count (else the drop compares two
+    different exams), with any FP32 evaluation of the model on the device as a fallback."""
     fp32 = [r for r in rows if r["method"] == "fp32" and r["target"] == row["target"]
             and r["model_name"] == row["model_name"] and r[need] is not None]
+    if need == "accuracy":
+        fp32 = [r for r in fp32 if (r["dataset"], r["eval_n"]) == (row["dataset"], row["eval_n"])]
     same = [r for r in fp32 if r["platform"] == row["platform"]]
     if need == "p50":
         same = [r for r in same if r["runtime"] == row["runtime"] and r["threads"] == row["threads"]]
@@ -177,6 +180,10 @@ def best_per_device(rows: list[dict[str, Any]], max_drop: float) -> dict[str, di
     return best
 
 
+def front_key(r: dict[str, Any]) -> str:
+    return f"{r['target']} / {r['model_name']}"
+
+
 def build_report(store: Any, target: Optional[list[str]] = None, model: Optional[list[str]] = None,
                  max_drop: float = 1.0, sha256: Optional[set[str]] = None) -> dict[str, Any]:
     """Rows, best choice per device and Pareto fronts; `sha256` keeps only those artifacts."""
@@ -187,10 +194,11 @@ def build_report(store: Any, target: Optional[list[str]] = None, model: Optional
         evals = [e for e in evals if e.get("sha256") in sha256]
     rows = build_rows(benches, evals)
     best = best_per_device(rows, max_drop)
+    # one front per device and model: a detector's mAP and a classifier's top-1 share no axis
     fronts: dict[str, list[int]] = {}
-    for t in sorted({r["target"] for r in rows}):
-        idx = [i for i, r in enumerate(rows) if r["target"] == t]
-        fronts[t] = [idx[k] for k in pareto_front([rows[i] for i in idx])]
+    for key in sorted({front_key(r) for r in rows}):
+        idx = [i for i, r in enumerate(rows) if front_key(r) == key]
+        fronts[key] = [idx[k] for k in pareto_front([rows[i] for i in idx])]
     for i, r in enumerate(rows):
         r["pareto"] = any(i in f for f in fronts.values())
     return {"rows": rows, "best": {k: _brief(v) for k, v in best.items()}, "max_drop": max_drop,

@@ -55,6 +55,10 @@ def export(name: str, platforms: list[str], methods: list[str], out_dir: Path, c
             continue
         for method in methods:
             reason = conv.unsupported_reason(source, method)
+            if not reason and method == "qat" and e.task == "detection":
+                # the built-in QAT loop trains with a per-class (or per-pixel) cross-entropy; the
+                # detector's heatmap + box loss lives in host.zoo.train, not in the converters
+                reason = "qat for the detector needs its own loss (use --train-fn with host quantize)"
             if reason:
                 skipped.append((platform, method, reason))
                 log(f"zoo export: skipping {platform}/{method}: {reason}")
