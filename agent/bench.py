@@ -30,12 +30,15 @@ class BenchConfig:
 
     @classmethod
     def from_options(cls, o: dict[str, Any]) -> BenchConfig:
+        """Options present in `o` (None = unset) override the defaults; 0 is a real value ("off", "none")."""
         c = cls()
-        for k in ("runs", "warmup_runs", "sample_batch"):
-            if o.get(k):
+        for k in ("runs", "warmup_runs"):
+            if o.get(k) is not None:
                 setattr(c, k, int(o[k]))
+        if o.get("sample_batch"):  # 0 batches would stream nothing useful: it means "default"
+            c.sample_batch = int(o["sample_batch"])
         for k in ("min_seconds", "max_seconds", "warmup_seconds", "target_ci"):
-            if o.get(k):
+            if o.get(k) is not None:
                 setattr(c, k, float(o[k]))
         c.max_seconds = max(c.max_seconds, c.min_seconds)
         return c
@@ -49,8 +52,9 @@ def _z(conf: float) -> float:
 def median_ci(samples: Sequence[float], conf: float = 0.95) -> tuple[float, float]:
     """Distribution-free CI of the median from order statistics (binomial, normal approximation).
 
-    Ranks n/2 -+ z*sqrt(n)/2 bound the median with probability ~conf for any continuous
-    distribution; latency is skewed and multi-modal, so no normality is assumed.
+    With 1-based order statistics the interval is [x_(j), x_(k)], j = floor(n/2 - z*sqrt(n)/2),
+    k = ceil(1 + n/2 + z*sqrt(n)/2); it bounds the median with probability >= ~conf for any continuous
+    distribution (latency is skewed and multi-modal, so no normality is assumed).
     """
     n = len(samples)
     if n == 0:
@@ -59,8 +63,9 @@ def median_ci(samples: Sequence[float], conf: float = 0.95) -> tuple[float, floa
     if n < 6:
         return (float(s[0]), float(s[-1]))
     half = _z(conf) * math.sqrt(n) / 2.0
-    lo = max(0, int(math.floor(n / 2.0 - half)))
-    hi = min(n - 1, int(math.ceil(n / 2.0 + half)))
+    # numpy indices are 0-based: x_(j) is s[j - 1], x_(k) is s[k - 1]
+    lo = max(0, int(math.floor(n / 2.0 - half)) - 1)
+    hi = min(n - 1, int(math.ceil(1.0 + n / 2.0 + half)) - 1)
     return (float(s[lo]), float(s[hi]))
 
 

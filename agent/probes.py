@@ -26,6 +26,7 @@ FREQ_CHANGE = 0.10           # relative change of a core's current frequency tha
 TEMP_RISE_C = 5.0
 HOT_C = 80.0
 BUSY_LOAD_PER_CORE = 0.5     # 1-minute load average per core (beyond our own worker) that flags busy
+BUSY_OTHER_CORES = 0.5       # cores' worth of CPU used by other processes during the run that flags busy
 
 
 def _read(path: str) -> Optional[str]:
@@ -128,6 +129,31 @@ def loadavg(root: str = "/") -> Optional[list[float]]:
         return [float(x) for x in text.split()[:3]] if text else None
     except ValueError:
         return None
+
+
+def cpu_ticks(root: str = "/") -> Optional[dict[str, int]]:
+    """CPU time in clock ticks: the whole machine's busy and total (/proc/stat) and this process's own
+    (/proc/self/stat). Their deltas across a run say how much CPU *other* processes took while it
+    ran, which the 1-minute load average cannot: it still remembers our own previous runs."""
+    stat, own = _read(_p(root, "/proc/stat")), _read(_p(root, "/proc/self/stat"))
+    if not stat or not own:
+        return None
+    try:
+        f = [int(x) for x in stat.splitlines()[0].split()[1:9]]  # user nice system idle iowait irq softirq steal
+        o = own.rsplit(")", 1)[1].split()  # after "pid (comm)": state is field 3, utime/stime are 14/15
+        return {"busy": sum(f) - f[3] - f[4], "total": sum(f), "self": int(o[11]) + int(o[12])}
+    except (ValueError, IndexError):
+        return None
+
+
+def other_cores(before: dict[str, Any], after: dict[str, Any]) -> Optional[float]:
+    """Cores' worth of CPU that processes other than the measuring one used between two snapshots."""
+    a, b = before.get("cpu_ticks"), after.get("cpu_ticks")
+    cores = after.get("cores") or before.get("cores") or 0
+    if not a or not b or not cores or b["total"] <= a["total"]:
+        return None
+    others = (b["busy"] - a["busy"]) - (b["self"] - a["self"])
+    return max(0.0, others / (b["total"] - a["total"]) * cores)
 
 
 def process_rss_mb() -> dict[str, float]:
@@ -292,6 +318,9 @@ def snapshot(root: str = "/") -> dict[str, Any]:
     la = loadavg(root)
     if la is not None:
         snap["loadavg"] = la
+    ticks = cpu_ticks(root)
+    if ticks:
+        snap["cpu_ticks"] = ticks
     emu = emulation(root)
     if emu:
         snap["emulated"] = emu
@@ -339,6 +368,11 @@ def compare(before: dict[str, Any], after: dict[str, Any], own_threads: int = 1)
         flags.append("hot")
     if any(_throttled(s) for s in (before, after)):
         flags.append("throttled")
+    busy_by_ticks = other_cores(before, after)
+    if busy_by_ticks is not None:  # measured over exactly the run, our own worker left out
+        if busy_by_ticks > BUSY_OTHER_CORES:
+            flags.append(f"busy(others used {busy_by_ticks:.1f} cores)")
+        return flags
     cores = before.get("cores") or after.get("cores") or 0
     loads = []
     if before.get("loadavg"):

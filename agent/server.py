@@ -47,10 +47,20 @@ def _mem_total() -> int:
     return 0
 
 
+# proto3 `optional` fields: passed on only when the client set them, so 0 ("off") is kept and an unset
+# field takes BenchConfig's default
+_OPTIONAL_BENCH = ("runs", "min_seconds", "max_seconds", "warmup_runs", "warmup_seconds", "target_ci")
+# HTTP/2 keepalive pings: a half-open link (a host that vanished mid-run) is found in ~40 s, which
+# cancels the call and kills its worker, instead of holding the device lock until TCP gives up.
+# The last option lets a client that pings as often not be cut off with "too many pings".
+KEEPALIVE = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000),
+             ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.min_ping_interval_without_data_ms", 10_000)]
+
+
 def _options_dict(o: pb.RunOptions) -> dict[str, Any]:
-    return {"threads": o.threads, "runs": o.runs, "min_seconds": o.min_seconds, "max_seconds": o.max_seconds,
-            "warmup_runs": o.warmup_runs, "warmup_seconds": o.warmup_seconds, "target_ci": o.target_ci,
-            "sample_batch": o.sample_batch}
+    d: dict[str, Any] = {"threads": o.threads, "sample_batch": o.sample_batch}
+    d.update({k: getattr(o, k) for k in _OPTIONAL_BENCH if o.HasField(k)})
+    return d
 
 
 class AgentServicer(pb_grpc.AgentServicer):
@@ -106,8 +116,12 @@ class AgentServicer(pb_grpc.AgentServicer):
             context.abort(_STATUS.get(e.code, grpc.StatusCode.UNKNOWN), e.message)
 
     # ---- running models -------------------------------------------------------------------------
-    def _open_worker(self, sha: str, o: pb.RunOptions) -> tuple[Worker, dict[str, Any]]:
-        """Start a worker and load the artifact in it (raises StoreError / RunnerError)."""
+    def _open_worker(self, sha: str, o: pb.RunOptions, context: grpc.ServicerContext) -> tuple[Worker, dict[str, Any]]:
+        """Start a worker and load the artifact in it (raises StoreError / RunnerError).
+
+        The worker is tied to the call before the load: a client that goes away during a long load
+        (a TensorRT engine build) stops it instead of leaving it to hold the device.
+        """
         path = self.store.path(sha)
         meta = self.store.meta(sha)
         manifest = json.loads(meta.get("manifest_json") or "{}")
@@ -118,7 +132,10 @@ class AgentServicer(pb_grpc.AgentServicer):
                    "prefer": prefer}
         worker = Worker(cpu_affinity=o.runtime_options.get("affinity", self.cpu_affinity))
         try:
-            info = worker.load(str(path), meta["format"], o.runtime, options, timeout=min(o.deadline_s or 600, 600))
+            if not context.add_callback(worker.kill):  # False: the call has already ended
+                raise RunnerError("cancelled", "the client went away before the model was loaded")
+            # the client's deadline covers the whole call; an engine build may need more than 600 s
+            info = worker.load(str(path), meta["format"], o.runtime, options, timeout=o.deadline_s or 600)
         except BaseException:
             worker.close()
             raise
@@ -129,14 +146,13 @@ class AgentServicer(pb_grpc.AgentServicer):
         with self.device_lock:
             worker = None
             try:
-                worker, info = self._open_worker(request.sha256, o)
-                context.add_callback(worker.kill)  # a client that goes away stops the run
+                worker, info = self._open_worker(request.sha256, o, context)  # a client that goes away stops it
                 yield pb.BenchmarkEvent(started=pb.Started(
                     runtime=info["runtime"], runtime_version=str(info["describe"].get("version", "")),
                     delegate=str(info["describe"].get("delegate", "")),
                     inputs=[spec_to_proto(s) for s in info["inputs"]],
                     outputs=[spec_to_proto(s) for s in info["outputs"]],
-                    env_json=json.dumps(info["env_before"]), load_ms=info["load_ms"],
+                    env_json=json.dumps(info["env_before"]), load_ms=info["load_ms"], import_ms=info["import_ms"],
                     describe_json=json.dumps(info["describe"], default=str)))
                 feeds = None
                 if request.inputs:
@@ -155,7 +171,8 @@ class AgentServicer(pb_grpc.AgentServicer):
                             ci_hi=s["ci_hi"], load_ms=info["load_ms"], first_ms=s["first_ms"],
                             warmup_ms=s["warmup_ms"], warmup_runs=s["warmup_runs"],
                             peak_rss_load_mb=s["peak_rss_load_mb"], peak_rss_mb=s["peak_rss_mb"],
-                            env_json=json.dumps(s["env_after"]), flags=s["flags"], stop_reason=s["stop_reason"]))
+                            env_json=json.dumps(s["env_after"]), flags=s["flags"], stop_reason=s["stop_reason"],
+                            describe_json=json.dumps(s.get("describe_after") or {}, default=str)))
             except (RunnerError, StoreError) as e:
                 yield pb.BenchmarkEvent(error=pb.Error(code=e.code, message=e.message))
             except ValueError as e:
@@ -171,8 +188,7 @@ class AgentServicer(pb_grpc.AgentServicer):
         with self.device_lock:
             worker = None
             try:
-                worker, info = self._open_worker(first.sha256, first.options)
-                context.add_callback(worker.kill)
+                worker, info = self._open_worker(first.sha256, first.options, context)
                 timeout = first.options.deadline_s or 120
                 specs = [spec_to_proto(s) for s in info["outputs"]]
                 req = first
@@ -199,7 +215,7 @@ def make_server(store_dir: str, listen: str, max_workers: int = 8, cpu_affinity:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
                          options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                                   ("grpc.max_send_message_length", MAX_MESSAGE),
-                                  ("grpc.so_reuseport", 0)])
+                                  ("grpc.so_reuseport", 0), *KEEPALIVE])
     pb_grpc.add_AgentServicer_to_server(AgentServicer(store, cpu_affinity), server)
     port = server.add_insecure_port(listen)
     if port == 0:

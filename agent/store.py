@@ -20,12 +20,18 @@ import shutil
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 FORMATS = ("tflite", "ptl", "torchscript", "pte", "onnx")
+# How long a write waits for another write of the same artifact. A stalled upload holds its lock until
+# its RPC deadline (possibly an hour); a resumed push must not queue behind it silently but be told to
+# retry (the client's resume loop does, from the offset the store then reports).
+LOCK_WAIT_S = 5.0
+BUSY_MESSAGE = "an upload of this artifact is already in progress; retry"
 
 
 class StoreError(Exception):
@@ -62,13 +68,14 @@ def sniff_format(path: Path, fmt: str) -> Optional[str]:
 
 
 class ArtifactStore:
-    def __init__(self, root: str | Path, quota_bytes: int = 0):
+    def __init__(self, root: str | Path, quota_bytes: int = 0, lock_wait_s: float = LOCK_WAIT_S):
         self.root = Path(root).expanduser()
         self.objects = self.root / "objects"
         self.partial = self.root / "partial"
         self.objects.mkdir(parents=True, exist_ok=True)
         self.partial.mkdir(parents=True, exist_ok=True)
         self.quota_bytes = quota_bytes
+        self.lock_wait_s = lock_wait_s
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._clean_stale_tmp()
@@ -77,6 +84,18 @@ class ArtifactStore:
     def _lock(self, sha: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(sha, threading.Lock())
+
+    @contextmanager
+    def _held(self, sha: str) -> Iterator[None]:
+        """The per-artifact write lock, or StoreError('incomplete') if another writer keeps it too long."""
+        lock = self._lock(sha)
+        # "incomplete" (gRPC ABORTED): the client treats it as resumable and retries after StatArtifact
+        if not lock.acquire(timeout=self.lock_wait_s):
+            raise StoreError("incomplete", BUSY_MESSAGE)
+        try:
+            yield
+        finally:
+            lock.release()
 
     @staticmethod
     def check_sha(sha: str) -> str:
@@ -146,37 +165,42 @@ class ArtifactStore:
             raise StoreError("bad-input", f"unknown artifact format {header.format!r} (known: {', '.join(FORMATS)})")
         if header.size <= 0:
             raise StoreError("bad-input", "artifact size must be positive")
-        with self._lock(sha):
-            if self.exists(sha):
-                for _ in chunks:  # drain the stream; nothing to write
-                    pass
-                return {"sha256": sha, "size": header.size, "bytes_received": 0, "already_present": True,
-                        "format": header.format}
-            self._ensure_space(header.size)
-            part = self.partial / f"{sha}.part"
-            held = part.stat().st_size if part.exists() else 0
-            if header.offset > held:
-                raise StoreError("bad-offset", f"upload offset {header.offset} is past the {held} bytes held; "
-                                               "ask StatArtifact for the resume offset")
-            self._write_json(self.partial / f"{sha}.json", header.__dict__)
-            received = 0
-            with open(part, "r+b" if part.exists() else "wb") as f:
-                f.truncate(header.offset)
-                f.seek(header.offset)
-                for chunk in chunks:
-                    if header.offset + received + len(chunk) > header.size:
-                        raise StoreError("bad-input", f"upload exceeds the declared size of {header.size} bytes")
-                    f.write(chunk)
-                    received += len(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            total = header.offset + received
-            if total < header.size:
-                # The stream ended early (client cut): keep the bytes for a resume.
-                raise StoreError("incomplete", f"upload incomplete: {total} of {header.size} bytes held; resume from {total}")
-            self._publish(header, part)
-            return {"sha256": sha, "size": header.size, "bytes_received": received, "already_present": False,
-                    "format": header.format}
+        with self._held(sha):
+            if not self.exists(sha):
+                return self._receive_locked(sha, header, chunks)
+        # drain the stream outside the lock: a slow sender of bytes we already hold blocks no one
+        for _ in chunks:
+            pass
+        return {"sha256": sha, "size": header.size, "bytes_received": 0, "already_present": True,
+                "format": header.format}
+
+    def _receive_locked(self, sha: str, header: Header, chunks: Iterable[bytes]) -> dict[str, Any]:
+        """receive() for an artifact not yet published, with its lock held."""
+        self._ensure_space(header.size)
+        part = self.partial / f"{sha}.part"
+        held = part.stat().st_size if part.exists() else 0
+        if header.offset > held:
+            raise StoreError("bad-offset", f"upload offset {header.offset} is past the {held} bytes held; "
+                                           "ask StatArtifact for the resume offset")
+        self._write_json(self.partial / f"{sha}.json", header.__dict__)
+        received = 0
+        with open(part, "r+b" if part.exists() else "wb") as f:
+            f.truncate(header.offset)
+            f.seek(header.offset)
+            for chunk in chunks:
+                if header.offset + received + len(chunk) > header.size:
+                    raise StoreError("bad-input", f"upload exceeds the declared size of {header.size} bytes")
+                f.write(chunk)
+                received += len(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        total = header.offset + received
+        if total < header.size:
+            # The stream ended early (client cut): keep the bytes for a resume.
+            raise StoreError("incomplete", f"upload incomplete: {total} of {header.size} bytes held; resume from {total}")
+        self._publish(header, part)
+        return {"sha256": sha, "size": header.size, "bytes_received": received, "already_present": False,
+                "format": header.format}
 
     def _publish(self, header: Header, part: Path) -> None:
         h = hashlib.sha256()
@@ -204,7 +228,7 @@ class ArtifactStore:
 
     def delete(self, sha: str) -> bool:
         sha = self.check_sha(sha)
-        with self._lock(sha):
+        with self._held(sha):
             found = False
             d = self.objects / sha
             if d.exists():
@@ -227,7 +251,10 @@ class ArtifactStore:
         used = sum(a["size"] for a in arts)
         while arts and used + incoming > self.quota_bytes:
             victim = arts.pop(0)
-            self.delete(victim["sha256"])
+            try:
+                self.delete(victim["sha256"])
+            except StoreError:
+                continue            # busy (being written): evict the next least recently used instead
             used -= victim["size"]
 
     def _discard_partial(self, sha: str) -> None:

@@ -9,6 +9,7 @@ naming the signal.
 
 Child protocol: ("load", path, fmt, runtime, options) -> ("ok", info)
                 ("bench", config, feeds|None, seed, distinct) -> ("event", kind, payload)* ("ok", summary)
+                    (summary["describe_after"]: the runner's describe() once the run is over)
                 ("infer", feed) -> ("ok", outputs, ms)
                 ("close",)
                 any failure -> ("error", code, message)
@@ -16,6 +17,7 @@ Child protocol: ("load", path, fmt, runtime, options) -> ("ok", info)
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -26,6 +28,45 @@ from multiprocessing.connection import Connection
 from typing import Any, Iterator, Optional
 
 from agent.runtimes.base import RunnerError
+
+
+def parse_cpu_list(spec: str, available: Optional[set[int]] = None) -> set[int]:
+    """CPUs from a Linux cpu-list ("2,3", "4-7", "0,2-3"); RunnerError("bad-input") for a bad spec or for CPUs
+    outside `available` (default: those this process may run on), so a typo in a target file is one clear line."""
+    cpus: set[int] = set()
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            a = int(lo)
+            b = int(hi) if sep else a
+        except ValueError:
+            a = b = -1
+        if a < 0 or b < a or b > 65535:  # the cap keeps a typo like 0-99999999 from building a huge set
+            raise RunnerError("bad-input", f"bad cpu affinity {spec!r}: {part!r} is not a CPU number or a range "
+                                           "like 4-7 (expected e.g. '2,3', '4-7' or '0,2-3')")
+        cpus.update(range(a, b + 1))
+    if not cpus:
+        raise RunnerError("bad-input", f"bad cpu affinity {spec!r}: it names no CPUs")
+    if available is None:
+        available = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    missing = cpus - available
+    if missing:
+        raise RunnerError("bad-input", f"cpu affinity {spec!r} names CPUs {_cpu_ranges(missing)} that this device "
+                                       f"does not offer (available: {_cpu_ranges(available)})")
+    return cpus
+
+
+def _cpu_ranges(cpus: set[int]) -> str:
+    """{0, 1, 2, 5} -> "0-2,5", the same notation the user writes."""
+    runs: list[list[int]] = []
+    for c in sorted(cpus):
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def _signal_name(rc: int) -> str:
@@ -149,6 +190,11 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    """A dict that json.dumps takes (numpy scalars, paths and the like become str)."""
+    return json.loads(json.dumps(d, default=str))
+
+
 def _child(fd: int) -> None:
     from agent import bench, probes
     from agent import runtimes as registry
@@ -176,16 +222,17 @@ def _child(fd: int) -> None:
             if op == "load":
                 _, path, fmt, runtime, options, affinity = msg
                 if affinity:
-                    os.sched_setaffinity(0, {int(c) for c in affinity.split(",") if c.strip()})
+                    os.sched_setaffinity(0, parse_cpu_list(affinity))
                 env_before = probes.snapshot()
                 entry = registry.choose(fmt, runtime or None, tuple(options.get("prefer", ())))
                 runner = registry.create(entry)
+                import_ms = registry.preload(entry)
                 t0 = time.perf_counter()
                 threads = int(options.get("threads") or 0)
                 runner.load(path, RunnerOptions(**{k: v for k, v in options.items() if k != "prefer"}))
                 load_ms = (time.perf_counter() - t0) * 1e3
                 peak_load = _peak_rss_mb()
-                info = {"runtime": entry.name, "describe": runner.describe(), "load_ms": load_ms,
+                info = {"runtime": entry.name, "describe": runner.describe(), "load_ms": load_ms, "import_ms": import_ms,
                         "peak_rss_load_mb": peak_load, "env_before": env_before,
                         "inputs": [s.__dict__ for s in runner.input_specs()],
                         "outputs": [s.__dict__ for s in runner.output_specs()]}
@@ -204,6 +251,9 @@ def _child(fd: int) -> None:
                 summary["env_after"] = env_after
                 summary["flags"] = bench.flags_for(summary, cfg, probes.compare(info.get("env_before", {}), env_after,
                                                                          own_threads=max(1, threads)))
+                # describe() again: what a runner learns while running (TensorRT's H2D / compute / D2H
+                # split) does not exist yet at load time
+                summary["describe_after"] = _jsonable(runner.describe())
                 send("ok", summary)
             elif op == "infer":
                 assert runner is not None, "load first"

@@ -168,7 +168,7 @@ class AgentClient:
                     result["started"] = {
                         "runtime": s.runtime, "runtime_version": s.runtime_version, "delegate": s.delegate,
                         "inputs": [_spec(t) for t in s.inputs], "outputs": [_spec(t) for t in s.outputs],
-                        "env_before": json.loads(s.env_json or "{}"), "load_ms": s.load_ms,
+                        "env_before": json.loads(s.env_json or "{}"), "load_ms": s.load_ms, "import_ms": s.import_ms,
                         "describe": json.loads(s.describe_json or "{}")}
                     payload: Any = result["started"]
                 elif kind == "samples":
@@ -180,9 +180,11 @@ class AgentClient:
                 elif kind == "summary":
                     m = ev.summary
                     result["summary"] = {f.name: getattr(m, f.name) for f in m.DESCRIPTOR.fields
-                                         if f.name not in ("flags", "env_json")}
+                                         if f.name not in ("flags", "env_json", "describe_json")}
                     result["summary"]["flags"] = list(m.flags)
                     result["summary"]["env_after"] = json.loads(m.env_json or "{}")
+                    # e.g. TensorRT's H2D / compute / D2H split, known only once the runs are done
+                    result["summary"]["describe_after"] = json.loads(m.describe_json or "{}")
                     payload = result["summary"]
                 else:
                     raise AgentError(f"{ev.error.message}", ev.error.code)
@@ -192,7 +194,9 @@ class AgentClient:
             err = _rpc_error(self.address, e, "benchmark")
             result["incomplete"] = str(err)
             if result["summary"] is None:
-                raise err from e
+                if result["started"] is None or not result["samples"]:
+                    raise err from e
+                result["summary"] = partial_summary(result, str(err))
         if result["summary"] is None:
             raise AgentError("benchmark stream ended without a summary")
         return result
@@ -212,6 +216,22 @@ class AgentClient:
                 yield {t.name: from_proto(t) for t in r.outputs}, r.latency_ms
         except grpc.RpcError as e:
             raise _rpc_error(self.address, e, "inference") from e
+
+
+def partial_summary(result: dict[str, Any], why: str) -> dict[str, Any]:
+    """A summary computed on the host from the steady-state samples that arrived before the link
+    broke, with the same statistics the agent uses; flagged so no reader takes it for a full run."""
+    from agent.bench import summarize
+
+    samples, warm = result["samples"], result["warmup_samples"]
+    s = summarize(samples)
+    s.update({"runs": len(samples), "duration_s": sum(samples) / 1e3, "load_ms": result["started"]["load_ms"],
+              "first_ms": float("nan"), "warmup_ms": sum(warm), "warmup_runs": len(warm),
+              "peak_rss_load_mb": float("nan"), "peak_rss_mb": float("nan"), "env_after": {},
+              "stop_reason": "link-lost", "describe_after": {},
+              "flags": [f"incomplete(link lost after {len(samples)} steady runs; statistics from the samples "
+                        f"that arrived, computed on the host)"]})
+    return s
 
 
 def _spec(t: pb.TensorSpec) -> dict[str, Any]:

@@ -77,7 +77,7 @@ def _bench_progress(log: Log, prefix: str, name: str) -> Callable[[str, Any], No
     def cb(kind: str, ev: Any) -> None:
         if kind == "started":
             log(f"{prefix} {name}: {ev['runtime']} {ev['runtime_version']} delegate={ev['delegate'] or '-'} "
-                f"loaded in {ev['load_ms']:.1f} ms")
+                f"loaded in {ev['load_ms']:.1f} ms (runtime import {ev['import_ms']:.0f} ms)")
         elif kind == "progress" and ev.phase != "done":
             ci = f"±{ev.ci_rel * 100:.1f}%" if ev.ci_rel < 10 else "±?"
             log(f"{prefix} {name}: {ev.runs_done} runs {ev.elapsed_s:.1f}s p50 {ev.current_p50_ms:.3f} ms {ci}")
@@ -106,10 +106,12 @@ def benchmark_record(target: Target, art: Artifact, res: dict[str, Any], info: d
         "method": m.method, "precision": m.precision, "format": m.format, "size_bytes": m.size_bytes, "task": m.task,
         "runtime": {"name": st["runtime"], "version": st["runtime_version"]}, "delegate": st["delegate"],
         "threads": st["describe"].get("threads", settings.threads), "describe": st["describe"],
+        "describe_after": s.get("describe_after") or {},
         "runs": s["runs"], "duration_s": s["duration_s"], "stop_reason": s["stop_reason"],
         "latency_ms": {k: s[k] for k in ("p50", "p90", "p99", "mean", "std", "min", "max")} | {
             "ci95": [s["ci_lo"], s["ci_hi"]]},
-        "phases_ms": {"load": s["load_ms"], "first": s["first_ms"], "warmup": s["warmup_ms"]},
+        "phases_ms": {"import": st.get("import_ms"), "load": s["load_ms"], "first": s["first_ms"],
+                      "warmup": s["warmup_ms"]},
         "warmup_runs": s["warmup_runs"], "peak_rss_mb": s["peak_rss_mb"], "peak_rss_load_mb": s["peak_rss_load_mb"],
         "env_before": st["env_before"], "env_after": s["env_after"], "flags": s["flags"],
         "settings": {k: v for k, v in settings.__dict__.items() if k not in ("data", "inputs", "preprocess")},

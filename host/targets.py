@@ -40,7 +40,7 @@ class Target:
     adb_connect: str = ""               # host:port for TCP devices (adb connect), empty for USB
     # device side
     workdir: str = "~/.edgebench"       # where the agent, its venv and its store live on the device
-    python: str = "python3"             # device-side interpreter (Termux: /data/data/com.termux/files/usr/bin/python)
+    python: str = "python3"             # device-side interpreter (Android: one the adb shell user may run)
     runtime_extra: str = "tflite"       # pip extra installed on the device
     system_site_packages: bool = False  # Jetson: True so JetPack's TensorRT is visible in the venv
     wheels_dir: str = ""                # offline devices: host dir of wheels for the device's platform

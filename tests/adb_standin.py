@@ -13,7 +13,7 @@ for a host WRTE is sent only after its bytes were consumed, so a slow consumer t
 
 Paths in `sync:` are taken under --root (default "/": the real filesystem, so shell commands and pushes
 see the same files); shell commands run with /bin/sh -c in --root. `getprop` answers from --prop
-values, as a device's property service would.
+values, as a device's property service would; `setsid` behaves like toybox's (no -f).
 
     python tests/adb_standin.py --port 5557 --root DIR [--prop ro.product.model=Pixel]
 """
@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
+import shutil
 import signal
 import stat
 import struct
@@ -215,6 +217,24 @@ class Device:
             f'if [ -z "$1" ]; then cat "{props_file}"; exit 0; fi\n'
             f"sed -n \"s/^\\[$1\\]: \\[\\(.*\\)\\]$/\\1/p\" \"{props_file}\"\n")
         getprop.chmod(0o755)
+        self._toybox_setsid()
+
+    def _toybox_setsid(self) -> None:
+        """Play Android's toybox `setsid` (options -c -d -w only): `setsid -f` fails as on a phone.
+
+        The host's util-linux setsid has -f, so without this wrapper a transport that relies on -f
+        would pass here and fail on every real device. Other options go to the real setsid (exec:
+        same pid). No setsid on the host: none on the stand-in either (the transport's nohup path).
+        """
+        real = shutil.which("setsid")
+        if real is None:
+            return
+        wrapper = self.bin_dir / "setsid"
+        wrapper.write_text(
+            "#!/bin/sh\n# toybox setsid: usage setsid [-cdw] command [args...]\n"
+            'case "$1" in -*f*) echo "setsid: Unknown option \'f\' (see \\"setsid --help\\")" >&2; exit 1 ;; esac\n'
+            f'exec {shlex.quote(real)} "$@"\n')
+        wrapper.chmod(0o755)
 
     def banner(self) -> bytes:
         keys = ("ro.product.name", "ro.product.model", "ro.product.device")

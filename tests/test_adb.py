@@ -204,6 +204,7 @@ def test_agent_started_through_adb_shell(device, tmp_path):
         status = t.agent_status()
         # the agent outlived the `adb shell` that started it and is the process the pid file names
         assert status["running"] and status["pid"] == info.pid
+        assert os.getsid(info.pid) == info.pid      # setsid applied in place: a session of its own
         assert status["up_to_date"]
         assert status["device"]["ro.product.model"] == "Pixel Stand-in"
         assert status["device"]["ro.build.version.sdk"] == "34"
@@ -222,6 +223,48 @@ def test_agent_started_through_adb_shell(device, tmp_path):
         t.stop_agent()
         t.close()
     assert f"tcp:{fwd} " not in adb(device, "forward", "--list").stdout.decode()   # forwards removed on close
+
+
+def test_standin_setsid_is_toyboxs_without_f(device):
+    # Android's toybox setsid has only -c -d -w: a transport using `setsid -f` fails on real phones,
+    # so it must fail here too (the agent start test above then covers the form that works)
+    r = adb(device, "shell", "setsid -f true")
+    assert r.returncode != 0 and b"Unknown option" in r.stderr
+    assert adb(device, "shell", "setsid true").returncode == 0
+
+
+def test_python_the_shell_user_cannot_run_is_one_clear_line(device, tmp_path):
+    from host.transports.adb import AdbTransport
+    from host.transports.base import TransportError
+
+    t = _target(device, tmp_path)
+    t.python = "/data/data/com.termux/files/usr/bin/python"     # Termux's private dir: not for adb shell
+    tr = AdbTransport(t)
+    with pytest.raises(TransportError) as ei:
+        tr.start_agent()
+    msg = str(ei.value)
+    assert "\n" not in msg and f'python = "{t.python}"' in msg and "not executable" in msg
+    assert tr.stats["pushed_bytes"] == 0                         # checked before anything is pushed
+
+
+def test_stale_pid_file_naming_an_unrelated_process_is_not_the_agent(device, tmp_path):
+    from host.transports.adb import AdbTransport
+
+    t = _target(device, tmp_path)
+    tr = AdbTransport(t)
+    # after a reboot agent.pid names a pid that now belongs to something else
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        wd = Path(t.workdir)
+        wd.mkdir(parents=True)
+        (wd / "agent.pid").write_text(f"{other.pid}\n")
+        (wd / "agent.port").write_text("1\n")
+        assert tr.agent_status()["running"] is False
+        assert tr.stop_agent() is False
+        assert other.poll() is None, "stop_agent killed a process that is not the agent"
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_deploy_through_the_adb_transport(device, tmp_path, tflite_int8_model, monkeypatch, capsys):

@@ -39,6 +39,24 @@ def test_push_and_benchmark_real_tflite(agent, tflite_model):
     assert events[0] == "started" and events[-1] == "summary" and "samples" in events
 
 
+def test_zero_options_reach_the_agent_as_values(agent, tflite_model):
+    # proto3 `optional`: a 0 is sent and kept ("no warm-up", "no minimum duration", "target_ci off")
+    opts = AgentClient.run_options(runs=5, min_seconds=0, max_seconds=5, warmup_runs=0, warmup_seconds=0, target_ci=0)
+    assert all(opts.HasField(f) for f in ("runs", "min_seconds", "warmup_runs", "warmup_seconds", "target_ci"))
+    assert not AgentClient.run_options(runs=5).HasField("target_ci")  # unset: the agent's default applies
+    data = tflite_model.read_bytes()
+    with AgentClient(agent.address) as c:
+        c.push(tflite_model, sha(data), "tflite")
+        res = c.benchmark(sha(data), opts)
+    s = res["summary"]
+    assert s["stop_reason"] == "runs-and-min-seconds" and s["runs"] == 5
+    assert s["warmup_runs"] == 0 and res["warmup_samples"] == []
+    # the runner's describe() after the run travels in the summary
+    assert s["describe_after"]["runtime"] == "litert"
+    # importing the runtime is timed apart from the model's load
+    assert res["started"]["import_ms"] > 0 and res["started"]["load_ms"] > 0
+
+
 def test_cut_upload_resumes_with_only_missing_bytes(agent, tmp_path):
     payload = b"\x00\x00\x00\x00TFL3" + bytes(range(256)) * 20000  # ~5 MiB, passes the format sniff
     f = tmp_path / "big.tflite"
@@ -127,3 +145,45 @@ def test_grpc_status_for_bad_sha(agent):
         with pytest.raises(grpc.RpcError) as ei:
             c.stub.StatArtifact(pb.ArtifactQuery(sha256="nothex"))
         assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_load_is_tied_to_the_call_and_gets_the_clients_deadline(tmp_path, tflite_model, monkeypatch):
+    # in-process, with a stand-in Worker: which deadline the load gets, and that a cancel already reaches it
+    from agent import server
+    from agent.store import ArtifactStore, Header
+
+    data = tflite_model.read_bytes()
+    store = ArtifactStore(tmp_path / "store")
+    store.receive(Header(sha256=sha(data), size=len(data), file_name="m.tflite", format="tflite", offset=0,
+                         manifest_json=""), iter([data]))
+    seen: list[tuple[float, bool]] = []
+
+    class Context:
+        def __init__(self):
+            self.callbacks = []
+
+        def add_callback(self, cb):
+            self.callbacks.append(cb)
+            return True
+
+    class FakeWorker:
+        def __init__(self, cpu_affinity=""):
+            self.killed = False
+
+        def kill(self):
+            self.killed = True
+
+        def load(self, path, fmt, runtime, options, timeout):
+            # a client that goes away now (e.g. during a TensorRT engine build) must already stop this worker
+            seen.append((timeout, self.kill in ctx.callbacks))
+            return {}
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(server, "Worker", FakeWorker)
+    svc = server.AgentServicer(store)
+    for deadline, want in ((1800.0, 1800.0), (0.0, 600.0)):
+        ctx = Context()
+        svc._open_worker(sha(data), pb.RunOptions(deadline_s=deadline), ctx)
+        assert seen[-1] == (want, True)

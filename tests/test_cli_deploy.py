@@ -44,7 +44,7 @@ def test_deploy_local_json_and_store(env, tflite_model, tflite_int8_model, tmp_p
         assert res["runs"] >= 20
         assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
         assert lat["ci95"][0] <= lat["p50"] <= lat["ci95"][1]
-        assert set(res["phases_ms"]) == {"load", "first", "warmup"}
+        assert set(res["phases_ms"]) == {"import", "load", "first", "warmup"}
         assert res["peak_rss_mb"] > 0 and "cpu" in json.dumps(res["env_before"]).lower()
     assert "push" in r.stderr or "already on the device" in r.stderr  # progress went to stderr
     # a second deploy of the same artifact sends no bytes, and both runs are stored

@@ -166,3 +166,27 @@ def test_an_arm_userland_on_an_x86_cpu_is_flagged_emulated(tmp_path: Path) -> No
     (tmp_path / "proc" / "cpuinfo").write_text(arm)
     assert probes.emulation(str(tmp_path), machine="aarch64") is None
     assert probes.compare({}, {"emulated": "qemu-user"}) == ["emulated(qemu-user)"]
+
+
+def test_busy_counts_other_processes_cpu_not_our_own() -> None:
+    def snap(busy, total, own):
+        return {"cores": 4, "cpu_ticks": {"busy": busy, "total": total, "self": own}}
+    # 400 ticks of machine time (4 cores x 100): we used 100, nothing else ran
+    assert probes.compare(snap(1000, 10000, 50), snap(1100, 10400, 150), own_threads=1) == []
+    # a stale 1-minute load average from our own earlier runs no longer matters
+    quiet = snap(1000, 10000, 50) | {"loadavg": [3.9, 0, 0]}
+    assert probes.compare(quiet, snap(1100, 10400, 150) | {"loadavg": [3.9, 0, 0]}) == []
+    # another process took 200 ticks of the 400: two cores' worth
+    assert probes.compare(snap(1000, 10000, 50), snap(1300, 10400, 150)) == ["busy(others used 2.0 cores)"]
+
+
+def test_cpu_ticks_see_a_real_busy_neighbour() -> None:
+    import subprocess
+    import sys
+
+    before = probes.snapshot()
+    burner = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<1.0: pass"])
+    burner.wait()
+    after = probes.snapshot()
+    assert {"busy", "total", "self"} <= set(before["cpu_ticks"])
+    assert probes.other_cores(before, after) > 0.4  # the burner had about one core for the whole second

@@ -224,7 +224,7 @@ def test_drop_needs_the_same_exam_and_fronts_never_mix_models(tmp_path):
         "model_name": "detector", "task": "detection"}
     store.add_benchmark(det)
     store.add_eval(_eval("pi4", "tflite", "fp32", 0.5, sha="det-fp32") | {
-        "model_name": "detector", "task": "detection", "metrics": {"map50": 0.5, "map": 0.3}})
+        "model_name": "detector", "task": "detection", "metrics": {"map50": 0.9, "map50_95": 0.5}})
     rep = build_report(store)
     static = next(r for r in rep["rows"] if r["method"] == "static")
     assert static["accuracy"] == pytest.approx(0.80) and static["acc_drop"] is None
@@ -233,5 +233,5 @@ def test_drop_needs_the_same_exam_and_fronts_never_mix_models(tmp_path):
     assert set(rep["pareto"]["pi4 / detector"]) == det_rows
     assert not det_rows & set(rep["pareto"]["pi4 / classifier"])
     html = render(rep, "html")
-    assert "pi4 / classifier: top1 vs latency" in html and "pi4 / detector: map" in html
+    assert "pi4 / classifier: top1 vs latency" in html and "pi4 / detector: map50_95 vs latency" in html
     store.close()

@@ -289,7 +289,7 @@ def test_torch_mobile_quantized_ptl_runs_on_its_engine(torch_model: SimpleNamesp
         torch.jit.script(q)._save_for_lite_interpreter(str(path))
         torch.backends.quantized.engine = "x86"  # the runner must switch to the manifest's engine itself
         r = _load(TorchMobileRunner, path, threads=1,
-                  manifest={**MANIFEST, "format": "ptl", "precision": "int8", "engine": {"backend": "qnnpack"}})
+                  manifest={**MANIFEST, "format": "ptl", "precision": "int8", "engine": {"quantized_engine": "qnnpack"}})
         assert r.describe()["quantized_engine"] == "qnnpack"
         got = np.stack([r.infer({"image": x})["logits"] for x in X_NCHW])
         np.testing.assert_allclose(got, ref_q, atol=1e-6)  # same kernels as the host's quantized model
@@ -465,6 +465,53 @@ def test_tensorrt_missing_is_one_clear_error(tmp_path: Path) -> None:
     assert e.value.code == "runtime-missing" and "edgebench[tensorrt]" in e.value.message
 
 
+def test_tensorrt_without_cuda_buffers_is_unavailable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # pretend tensorrt is installed; CUDA buffers come from cuda-python or torch with CUDA, found without imports
+    real = registry._find_spec
+    present = {"tensorrt"}
+    torch_dir = tmp_path / "torch"
+    (torch_dir / "lib").mkdir(parents=True)
+    (torch_dir / "lib" / "libtorch_cpu.so").write_bytes(b"")
+
+    def fake(name: str):  # type: ignore[no-untyped-def]
+        if name not in ("tensorrt", "cuda", "cuda.bindings", "cuda.cudart", "torch"):
+            return real(name)
+        if name not in present:
+            return None
+        return SimpleNamespace(submodule_search_locations=[str(torch_dir)] if name == "torch" else [])
+
+    monkeypatch.setattr(registry, "_find_spec", fake)
+    trt = registry.BY_NAME["tensorrt"]
+    for extra in (set(), {"torch"}):  # nothing, or a CPU-only torch
+        present = {"tensorrt"} | extra
+        d = {r["name"]: r for r in registry.describe_all()}["tensorrt"]
+        assert not d["available"] and "pip install cuda-python" in d["detail"] and "torch" in d["detail"]
+        with pytest.raises(RunnerError, match="pip install cuda-python") as e:
+            registry.choose("onnx", forced="tensorrt")
+        assert e.value.code == "runtime-missing"
+    for extra in ({"cuda", "cuda.bindings"}, {"cuda", "cuda.cudart"}):
+        present = {"tensorrt"} | extra
+        assert registry.unusable_reason(trt) == "" and registry.is_installed(trt)
+    present = {"tensorrt", "torch"}
+    (torch_dir / "lib" / "libtorch_cuda.so").write_bytes(b"")  # a CUDA build of torch
+    assert registry.unusable_reason(trt) == "" and registry.is_installed(trt)
+
+
+def test_random_inputs_cover_each_integer_range() -> None:
+    from agent.runtimes.base import TensorSpec, random_inputs
+
+    specs = [TensorSpec("img", "uint8", [64, 64]), TensorSpec("q", "int8", [64, 64]), TensorSpec("ids", "int64", [64])]
+    feeds = random_inputs(specs, 2, seed=0)
+    assert len(feeds) == 2
+    u8 = np.concatenate([f["img"].ravel() for f in feeds])
+    i8 = np.concatenate([f["q"].ravel() for f in feeds])
+    assert u8.dtype == np.uint8 and u8.min() == 0 and u8.max() == 255  # images: the whole 0..255, not 0..127
+    assert i8.dtype == np.int8 and i8.min() == -128 and i8.max() == 127
+    assert set(np.unique(feeds[0]["ids"])) <= set(range(17))  # ids stay small and valid
+    again = random_inputs(specs, 2, seed=0)
+    assert all(np.array_equal(a[k], b[k]) for a, b in zip(feeds, again) for k in a)  # deterministic
+
+
 # -- registry --------------------------------------------------------------------------------------
 def test_describe_all_imports_no_heavy_library() -> None:
     code = ("import sys, json; from agent import runtimes; d = runtimes.describe_all(); "
@@ -477,7 +524,9 @@ def test_describe_all_imports_no_heavy_library() -> None:
     assert got["heavy"] == []
     assert {"litert", "tflite-runtime", "tf-lite", "torch-mobile", "executorch", "onnxruntime",
             "tensorrt"} <= set(got["names"])
-    assert got["available"]["tensorrt"] is has("tensorrt")
+    # tensorrt also needs cuda-python or a CUDA torch for its buffers: never available without the tensorrt module
+    assert got["available"]["tensorrt"] is registry.is_installed(registry.BY_NAME["tensorrt"])
+    assert has("tensorrt") or not got["available"]["tensorrt"]
     assert got["available"]["litert"] is has("ai_edge_litert")
 
 

@@ -106,6 +106,108 @@ def test_exec_sftp_and_tunnel(sshd, tmp_path):
         t.close()
 
 
+def _echo_server() -> socket.socket:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+
+    def serve() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            with c:
+                while chunk := c.recv(65536):
+                    c.sendall(chunk)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
+def _echo_through(port: int, payload: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
+        c.sendall(payload)
+        got = bytearray()
+        while len(got) < len(payload) and (chunk := c.recv(65536)):
+            got += chunk
+    return bytes(got)
+
+
+def test_tunnel_reopens_a_dropped_session(sshd, tmp_path):
+    from host.transports.ssh import SSHTransport, _Forwarder
+
+    t = SSHTransport(_target(sshd, tmp_path / "dev"))
+    srv = _echo_server()
+    port = srv.getsockname()[1]
+    fwd = _Forwarder(t._ssh().get_transport(), port, reconnect=lambda: t._ssh().get_transport())
+    stuck = _Forwarder(t._ssh().get_transport(), port)          # the same, but with no way to reconnect
+    fwd.start()
+    stuck.start()
+    try:
+        assert _echo_through(fwd.port, b"before") == b"before"
+        t._client.get_transport().close()                        # the session drops (device rebooted, ...)
+        assert _echo_through(fwd.port, b"after") == b"after"     # a fresh session carries new connections
+        assert fwd.reconnects == 1 and t._client.get_transport().is_active()
+        with socket.create_connection(("127.0.0.1", stuck.port), timeout=20) as c:
+            assert c.recv(1) == b""                                # dropped, with a reason, not a traceback
+        assert "ssh session for the tunnel to 127.0.0.1:" in stuck.last_error
+    finally:
+        fwd.close()
+        stuck.close()
+        srv.close()
+        t.close()
+
+
+def test_paramiko_errors_on_a_dead_session_become_one_line(sshd, tmp_path, monkeypatch):
+    from host.transports import bundle
+    from host.transports.base import TransportError
+    from host.transports.ssh import SSHTransport
+
+    t = SSHTransport(_target(sshd, tmp_path / "dev", wheels_dir=""))
+    try:
+        t.device_facts()
+        wheel = tmp_path / "edgebench-0-py3-none-any.whl"
+        wheel.write_bytes(b"not really a wheel")
+        monkeypatch.setattr(bundle, "agent_wheel", lambda progress=None: wheel)
+        client = t._ssh()
+        real_run = t.run
+        # the session dies between the transport's liveness check and the paramiko call (real paramiko
+        # raising SSHException "SSH session not active"): no reconnect can step in at that point
+        client.get_transport().close()
+        monkeypatch.setattr(t, "_ssh", lambda: client)
+        with pytest.raises(TransportError, match=r"command on root@127\.0\.0\.1:\d+ failed .*session not active"):
+            real_run("true")
+        # open_sftp on the dead session: bootstrap reports the upload failing in one line
+        monkeypatch.setattr(t, "run", lambda cmd, **kw: (0, "", ""))
+        with pytest.raises(TransportError, match=r"uploading the agent to .* failed") as ei:
+            t.bootstrap()
+        assert "\n" not in str(ei.value)
+    finally:
+        t.close()
+
+
+def test_stale_pid_file_naming_an_unrelated_process_is_not_the_agent(sshd, tmp_path):
+    import subprocess
+
+    from host.transports.ssh import SSHTransport
+
+    workdir = tmp_path / "dev"
+    workdir.mkdir()
+    other = subprocess.Popen(["sleep", "60"])
+    t = SSHTransport(_target(sshd, workdir))
+    try:
+        (workdir / "agent.pid").write_text(f"{other.pid}\n")     # left by an agent from before a reboot
+        (workdir / "agent.port").write_text("1\n")
+        assert t.agent_status()["running"] is False
+        assert t.stop_agent() is False
+        assert other.poll() is None, "stop_agent killed a process that is not the agent"
+    finally:
+        other.kill()
+        other.wait()
+        t.close()
+
+
 def test_unreachable_bad_key_and_changed_host_key_fail_with_one_clear_line(sshd, tmp_path, monkeypatch):
     from host.transports.base import TransportError
     from host.transports.ssh import SSHTransport

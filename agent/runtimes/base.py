@@ -97,9 +97,12 @@ def random_inputs(specs: list[TensorSpec], count: int, seed: int) -> list[dict[s
                 feed[s.name] = rng.standard_normal(shape).astype(dt)
             elif dt.kind in "iu":
                 info = np.iinfo(dt)
-                lo, hi = max(info.min, -128), min(info.max, 127)
-                if dt == np.int64 or dt == np.int32:
-                    lo, hi = 0, 16  # indices/ids: keep them small and valid
+                if dt.itemsize == 1:
+                    lo, hi = int(info.min), int(info.max)  # int8 -128..127, uint8 0..255 (images): the full range
+                elif dt.kind == "i" and dt.itemsize >= 4:
+                    lo, hi = 0, 16  # int32/int64 are indices/ids: keep them small and valid
+                else:
+                    lo, hi = max(int(info.min), -128), min(int(info.max), 127)  # int16, uint16, ...: as before
                 feed[s.name] = rng.integers(lo, hi + 1, size=shape, dtype=dt)
             elif dt == np.bool_:
                 feed[s.name] = rng.integers(0, 2, size=shape).astype(np.bool_)

@@ -180,8 +180,10 @@ def check_inputs(req: Any, shape: tuple[int, ...], n: Optional[int] = None) -> t
         if ds is None:
             continue
         start = skip if len(ds) >= skip + n else max(0, len(ds) - n)
+        # too little data to hold any out: say so, the agreement is then partly on calibration samples
+        overlap = " (overlaps the calibration samples)" if start < skip else ""
         try:
-            return fit_to_shape(ds.x[start:start + n], shape), f"{ds.name}[{start}:{start + n}]"
+            return fit_to_shape(ds.x[start:start + n], shape), f"{ds.name}[{start}:{start + n}]{overlap}"
         except Exception:  # data that fits calibration but not this model shape: fall through
             continue
     return random_inputs(shape, n, seed=1234), "random-normal"

@@ -189,6 +189,10 @@ class TorchMobileConverter(Converter):
             raise QuantizeError(f"FX graph mode cannot trace this model for QAT ({type(e).__name__}); "
                                 "try --platform executorch --method qat") from e
         record = finetune(prepared, req, shape, say)
+        # QAT learns its ranges with the engine's default fake-quant observers (per-channel weights):
+        # --calib-method and --per-tensor do not apply, and the manifest says so rather than echo them
+        record["observers"] = f"default QAT qconfig of the {engine} engine (fake-quant, per-channel weights)"
+        record["ignored_options"] = ["--calib-method", "--per-channel/--per-tensor"]
         prepared.eval()
         return convert_fx(prepared), record
 

@@ -1,9 +1,11 @@
 """adb transport: the real `adb` client (Debian package adb) drives an Android device.
 
 The device needs a Python with grpcio, protobuf and numpy (and a runtime, e.g. ai-edge-litert), such as
-Termux's (`target.python`). The host pushes the agent as one zip (agent + protos packages; Python
-imports from it through PYTHONPATH), starts it through `adb shell` with `setsid -f` so it outlives the
-shell, and reaches its loopback port with `adb forward tcp:0 tcp:<agent port>` (removed on close()).
+one installed where the `adb shell` user may execute it (`target.python`; Termux's own lives in its
+private app directory, which the shell user cannot run). The host pushes the agent as one zip (agent +
+protos packages; Python imports from it through PYTHONPATH), starts it through `adb shell` in a session
+of its own (`setsid CMD &`, or `nohup` where there is no setsid) so it outlives the shell, and
+reaches its loopback port with `adb forward tcp:0 tcp:<agent port>` (removed on close()).
 
 Layout on the device, under target.workdir (default for adb: /data/local/tmp/edgebench):
     agent-<build>.pyz, agent.version, agent.pid, agent.port, agent.log, store/
@@ -23,7 +25,7 @@ import time
 from typing import Any, Optional
 
 from host.transports import bundle
-from host.transports.base import Progress, Transport, TransportError
+from host.transports.base import Progress, Transport, TransportError, agent_pid_sh
 
 DEFAULT_WORKDIR = "/data/local/tmp/edgebench"
 # the properties that describe an Android device in an environment record
@@ -151,6 +153,17 @@ class AdbTransport(Transport):
         _, out, _ = self.shell(f"cat {shlex.quote(self._p('agent.version'))} 2>/dev/null", check=False)
         return out.strip()
 
+    def check_python(self) -> None:
+        """The target's `python` is something the shell user can execute (one clear line if not)."""
+        py = shlex.quote(self.target.python)
+        # a bare name (python3) is looked up on the shell's PATH; a path must be executable
+        if self.shell(f"case {py} in */*) test -x {py} ;; *) command -v {py} >/dev/null ;; esac",
+                      check=False)[0] != 0:
+            raise TransportError(
+                f"{self.serial}: python = \"{self.target.python}\" (target {self.target.name}"
+                f"{', ' + self.target.source if self.target.source else ''}) is not executable by the adb shell "
+                "user; point it at a Python installed under /data/local/tmp (see targets/android.toml)")
+
     def bootstrap(self, progress: Progress = None, force: bool = False) -> bool:
         """Push the agent bundle when the device's differs from this checkout; True if pushed."""
         bid = bundle.build_id()
@@ -167,19 +180,23 @@ class AdbTransport(Transport):
         if rc != 0:
             raise TransportError(f"the device's Python ({self.target.python}) cannot run the agent: "
                                  f"{_last(err or out)}; it needs grpcio, protobuf and numpy "
-                                 f"(Termux: pip install grpcio protobuf numpy ai-edge-litert)")
+                                 "(pip install grpcio protobuf numpy and a runtime into that Python)")
         self.shell(f"echo {shlex.quote(bid)} > {shlex.quote(self._p('agent.version'))}")
         return True
 
     # ---- agent lifecycle ------------------------------------------------------------------------
     def _pid(self) -> Optional[int]:
+        """The pid in agent.pid if that process is alive and is our agent (not a recycled pid)."""
         pidf = shlex.quote(self._p("agent.pid"))
-        rc, out, _ = self.shell(f"p=$(cat {pidf} 2>/dev/null) && kill -0 \"$p\" 2>/dev/null && echo \"$p\"",
-                                check=False)
+        rc, out, _ = self.shell(agent_pid_sh(f"$(cat {pidf} 2>/dev/null)") + ' && echo "$p"', check=False)
         return int(out.strip()) if rc == 0 and out.strip().isdigit() else None
 
-    def _alive(self, pid: int) -> bool:
-        return self.shell(f"kill -0 {pid} 2>/dev/null", check=False)[0] == 0
+    def _exists(self, pid: int) -> bool:
+        """The process (a zombie too) is still there: what stop_agent waits out."""
+        return self.shell(f"kill -0 {int(pid)} 2>/dev/null", check=False)[0] == 0
+
+    def _is_agent(self, pid: int) -> bool:
+        return self.shell(agent_pid_sh(str(int(pid))), check=False)[0] == 0
 
     def _port(self) -> int:
         _, out, _ = self.shell(f"cat {shlex.quote(self._p('agent.port'))} 2>/dev/null", check=False)
@@ -196,6 +213,7 @@ class AdbTransport(Transport):
 
     def start_agent(self, progress: Progress = None, timeout: float = 60.0) -> dict[str, Any]:
         self.ensure_device(progress)
+        self.check_python()
         pid = self._pid()
         pushed = self.bootstrap(progress)
         if pid is not None and pushed:
@@ -211,10 +229,15 @@ class AdbTransport(Transport):
             args += ["--cpu-affinity", t.cpu_affinity]
         cmd = " ".join(shlex.quote(a) for a in [t.python] + args)
         _say(progress, f"starting agent on {self.serial} (127.0.0.1:{t.agent_port} on the device)")
-        # setsid -f: the agent leaves adbd's session and survives the end of this shell
+        env = f"PYTHONPATH={shlex.quote(self._p('agent.pyz'))}"
+        redir = f">>{shlex.quote(self._p('agent.log'))} 2>&1 </dev/null &"
+        # Leave adbd's session so the agent survives the end of this shell. Android's toybox setsid has
+        # no -f (util-linux's does); plain `setsid CMD &` works with both: a background job of a
+        # non-interactive sh is no process-group leader, so setsid() succeeds in place, no fork, and
+        # the pid stays the agent's. No setsid at all: nohup at least ignores the hang-up.
         self.shell(f"cd {shlex.quote(self.workdir)} && rm -f agent.port && "
-                   f"PYTHONPATH={shlex.quote(self._p('agent.pyz'))} setsid -f {cmd} "
-                   f">>{shlex.quote(self._p('agent.log'))} 2>&1 </dev/null")
+                   f"if command -v setsid >/dev/null 2>&1; then {env} setsid {cmd} {redir} "
+                   f"else {env} nohup {cmd} {redir} fi")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             _, out, _ = self.shell(f"cat {shlex.quote(self._p('agent.port'))} 2>/dev/null", check=False)
@@ -232,9 +255,9 @@ class AdbTransport(Transport):
         self.shell(f"kill {pid}", check=False)
         deadline = time.monotonic() + timeout
         # wait for the process itself: the agent removes its pid file before it has quite exited
-        while time.monotonic() < deadline and self._alive(pid):
+        while time.monotonic() < deadline and self._exists(pid):
             time.sleep(0.3)
-        if self._alive(pid):
+        if self._is_agent(pid):         # still our agent (not a pid recycled meanwhile): force it
             self.shell(f"kill -9 {pid}; rm -f {shlex.quote(self._p('agent.pid'))}", check=False)
         self.shell(f"rm -f {shlex.quote(self._p('agent.port'))}", check=False)
         return True

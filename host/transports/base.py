@@ -21,6 +21,18 @@ class TransportError(UserError):
 Progress = Optional[Callable[[str], None]]
 
 
+def agent_pid_sh(pid: str) -> str:
+    """POSIX sh (toybox/mksh too) that sets $p to `pid` (a shell word) and succeeds only if that process
+    is alive AND is an `agent ... serve`.
+
+    A pid file outlives a reboot; `kill -0` alone would take whatever process was given the recycled
+    pid for the agent, and stop_agent would later SIGTERM it. Where /proc exists, its cmdline decides
+    (NULs turned into spaces: shells drop NULs); without /proc, liveness is all we can know.
+    """
+    return (f'p={pid}; kill -0 "$p" 2>/dev/null && {{ [ ! -d /proc/self ] || '
+            f'case "$(tr \'\\000\' \' \' <"/proc/$p/cmdline" 2>/dev/null)" in *agent*serve*) true;; *) false;; esac; }}')
+
+
 class Transport(ABC):
     kind: str = ""
 

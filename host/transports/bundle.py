@@ -5,7 +5,7 @@
 - `agent_wheel()`: `pip wheel` of the agent + protos packages (the `edgebench` distribution without
   the host), cached per build id.
 - `agent_zipapp()`: the same packages as a zip Python runs directly (adb targets, whose Python
-  already has grpcio/protobuf/numpy, e.g. Termux's).
+  already has grpcio/protobuf/numpy, e.g. one installed under /data/local/tmp).
 - `device_wheelhouse()`: the wheels a device needs for its platform, fetched by the host with
   `pip download --platform ... --only-binary=:all:` for devices that cannot reach an index.
 """

@@ -36,6 +36,25 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def _is_agent(pid: int) -> bool:
+    """The live process `pid` is an `agent ... serve`, not whatever got the pid after a reboot.
+
+    A pid file outlives the process it names; trusting `kill -0` alone would report (and later
+    SIGTERM) an unrelated process that was given the recycled pid. Without /proc we cannot tell
+    and fall back to liveness alone.
+    """
+    if not _alive(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except FileNotFoundError:
+        return not os.path.isdir("/proc/self")     # no /proc at all: liveness is all we have
+    except OSError:
+        return False                               # another user's process: not our agent
+    return any(b"agent" in a for a in args) and b"serve" in args
+
+
 class LocalTransport(Transport):
     kind = "local"
 
@@ -58,7 +77,7 @@ class LocalTransport(Transport):
     def agent_status(self) -> dict[str, Any]:
         pid = self._read_int(self.pid_file)
         port = self._read_int(self.port_file)
-        running = bool(pid and _alive(pid) and port)
+        running = bool(pid and _is_agent(pid) and port)
         st = {"running": running, "pid": pid if running else None, "port": port if running else None,
               "address": f"127.0.0.1:{port}" if running else None, "log": str(self.log_file),
               "store": str(self.store)}
@@ -110,8 +129,10 @@ class LocalTransport(Transport):
 
     def stop_agent(self) -> bool:
         pid = self._read_int(self.pid_file)
-        if not pid or not _alive(pid):
+        if not pid or not _is_agent(pid):
+            # stale: the agent is gone (the pid may now belong to something else: never signal it)
             self.pid_file.unlink(missing_ok=True)
+            self.port_file.unlink(missing_ok=True)
             return False
         os.kill(pid, signal.SIGTERM)
         for _ in range(100):

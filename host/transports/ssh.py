@@ -10,7 +10,9 @@ Layout on the device, under target.workdir (default ~/.edgebench):
     store/           the artifact store (target.store_dir overrides)
 
 The agent listens on the device's loopback only; the host reaches it through a paramiko `direct-tcpip`
-channel behind a local ephemeral port (`connect()` returns '127.0.0.1:<that port>').
+channel behind a local ephemeral port (`connect()` returns '127.0.0.1:<that port>'). A session that
+drops (device rebooted, Wi-Fi roamed) is reopened on the next command or tunnelled connection; paramiko
+errors end as one-line TransportErrors, never as tracebacks.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from host.transports import bundle
-from host.transports.base import Progress, Transport, TransportError
+from host.transports.base import Progress, Transport, TransportError, agent_pid_sh
 
 CONNECT_TIMEOUT = 15.0
 
@@ -34,6 +36,16 @@ CONNECT_TIMEOUT = 15.0
 def _say(progress: Progress, msg: str) -> None:
     if progress:
         progress(msg)
+
+
+def _link_errors() -> tuple[type[BaseException], ...]:
+    """What a dropped or refused SSH session raises: paramiko's SSHException (ChannelException, "SSH
+    session not active", SFTP negotiation) besides socket errors and EOF."""
+    try:
+        from paramiko import SSHException
+    except ImportError:
+        return (OSError, EOFError)
+    return (OSError, EOFError, SSHException)
 
 
 def known_hosts_file() -> Path:
@@ -46,11 +58,20 @@ def known_hosts_file() -> Path:
 
 
 class _Forwarder(threading.Thread):
-    """A local listening socket whose connections are carried to (host, port) on the device over SSH."""
+    """A local listening socket whose connections are carried to (host, port) on the device over SSH.
 
-    def __init__(self, transport: Any, remote_port: int, remote_host: str = "127.0.0.1"):
+    `reconnect` returns a live paramiko Transport: when the session the forwarder holds has died, the
+    next connection gets a fresh one instead of failing forever on the dead session. Without it, each
+    connection is dropped and `last_error` says why.
+    """
+
+    def __init__(self, transport: Any, remote_port: int, remote_host: str = "127.0.0.1",
+                 reconnect: Optional[Callable[[], Any]] = None):
         super().__init__(daemon=True, name=f"ssh-forward-{remote_port}")
         self.transport, self.remote = transport, (remote_host, remote_port)
+        self.reconnect = reconnect
+        self.last_error = ""
+        self.reconnects = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -66,12 +87,33 @@ class _Forwarder(threading.Thread):
             except OSError:
                 return
             try:
-                chan = self.transport.open_channel("direct-tcpip", self.remote, peer, timeout=CONNECT_TIMEOUT)
-            except Exception:  # noqa: BLE001 - refused/closed: drop this connection, gRPC reports UNAVAILABLE
+                chan = self._open(peer)
+            except TransportError as e:     # drop this connection: gRPC reports UNAVAILABLE and retries
+                self.last_error = str(e)
                 conn.close()
                 continue
+            self.pairs = [(c, ch) for c, ch in self.pairs if not ch.closed]     # forget finished pairs
             self.pairs.append((conn, chan))
             threading.Thread(target=self._pump, args=(conn, chan), daemon=True).start()
+
+    def _open(self, peer: Any) -> Any:
+        """A direct-tcpip channel to the remote port, on a fresh session if the current one died."""
+        where = f"{self.remote[0]}:{self.remote[1]}"
+        retried = False
+        while True:
+            if not self.transport.is_active():
+                if self.reconnect is None:
+                    raise TransportError(f"ssh session for the tunnel to {where} has closed; connect again")
+                self.transport = self.reconnect()       # raises TransportError when the device is gone
+                self.reconnects += 1
+            try:
+                return self.transport.open_channel("direct-tcpip", self.remote, peer, timeout=CONNECT_TIMEOUT)
+            except _link_errors() as e:
+                # a live session that refuses the channel means nothing listens there: no point retrying
+                if retried or self.transport.is_active() or self.reconnect is None:
+                    raise TransportError(f"ssh tunnel to {where} on the device failed: "
+                                         f"{str(e) or type(e).__name__}") from e
+                retried = True
 
     def _pump(self, conn: socket.socket, chan: Any) -> None:
         try:
@@ -87,8 +129,8 @@ class _Forwarder(threading.Thread):
                     if not data:
                         break
                     conn.sendall(data)
-        except OSError:
-            pass
+        except _link_errors():
+            pass                # either end went away: close both
         finally:
             chan.close()
             conn.close()
@@ -110,6 +152,7 @@ class SSHTransport(Transport):
         self._forward: Optional[_Forwarder] = None
         self._workdir = ""
         self._facts: dict[str, str] = {}
+        self._lock = threading.Lock()     # the tunnel thread may reopen the session while commands run
         # what this object did, so callers (and tests) can tell a bootstrap from a plain start
         self.stats = {"uploaded_bytes": 0, "uploaded_files": 0, "bootstraps": 0, "pip_installs": 0}
 
@@ -120,8 +163,16 @@ class SSHTransport(Transport):
         return f"{t.user + '@' if t.user else ''}{t.host}:{t.port}"
 
     def _ssh(self) -> Any:
-        if self._client is not None and self._client.get_transport() and self._client.get_transport().is_active():
-            return self._client
+        with self._lock:
+            return self._session()
+
+    def _session(self) -> Any:
+        if self._client is not None:
+            tr = self._client.get_transport()
+            if tr is not None and tr.is_active():
+                return self._client
+            self._client.close()            # a dropped session: release it and open a new one
+            self._client = None
         try:
             import paramiko
         except ImportError as e:
@@ -145,9 +196,10 @@ class SSHTransport(Transport):
         except paramiko.AuthenticationException as e:
             raise TransportError(f"ssh authentication to {self.where} failed: check user/key in "
                                  f"{t.source or 'the target file'}") from e
-        except (OSError, paramiko.SSHException) as e:
+        except (OSError, EOFError, paramiko.SSHException) as e:
             raise TransportError(f"cannot reach {self.where} over ssh ({e}); check that the device is on and "
                                  f"host/port in {t.source or 'the target file'}") from e
+        # keepalives notice a dead link within ~45 s, so is_active() turns False and we reconnect
         client.get_transport().set_keepalive(15)
         self._client = client
         return client
@@ -159,7 +211,7 @@ class SSHTransport(Transport):
             stdout = out.read().decode(errors="replace")
             stderr = err.read().decode(errors="replace")
             rc = out.channel.recv_exit_status()
-        except (OSError, EOFError) as e:   # socket.timeout is an OSError
+        except _link_errors() as e:   # socket.timeout is an OSError; a dropped session an SSHException
             raise TransportError(f"command on {self.where} failed or timed out after {timeout:.0f}s: "
                                  f"{command.split()[0] if command.split() else command} ({e})") from e
         if check and rc != 0:
@@ -219,6 +271,29 @@ class SSHTransport(Transport):
         self.stats["uploaded_bytes"] += local.stat().st_size
         self.stats["uploaded_files"] += 1
 
+    def _push_wheels(self, wheel: Path, facts: dict[str, str], progress: Progress) -> str:
+        """SFTP the agent wheel (and, for offline devices, the wheelhouse); returns the wheel's device path."""
+        t = self.target
+        sftp = self._ssh().open_sftp()
+        try:
+            remote_wheel = self._p("dist", wheel.name)
+            # the wheel's name does not change with the checkout; the build id does, so always replace it
+            sftp.put(str(wheel), remote_wheel + ".part")
+            sftp.posix_rename(remote_wheel + ".part", remote_wheel)
+            self.stats["uploaded_bytes"] += wheel.stat().st_size
+            self.stats["uploaded_files"] += 1
+            if t.wheels_dir:
+                house = bundle.device_wheelhouse(t.wheels_dir, wheel, t.runtime_extra, facts["machine"],
+                                                 facts["glibc"], facts["python_version"], progress)
+                for whl in sorted(house.glob("*.whl")):
+                    self._upload(sftp, whl, self._p("wheels", whl.name), progress)
+        finally:
+            try:
+                sftp.close()
+            except _link_errors():
+                pass                        # the session is already gone; the error that matters is raised
+        return remote_wheel
+
     def bootstrap(self, progress: Progress = None, force: bool = False) -> bool:
         """Install the host's agent on the device if it differs; True if anything was installed."""
         want = self.wanted_version()
@@ -229,23 +304,12 @@ class SSHTransport(Transport):
         _say(progress, f"bootstrapping agent {want} on {self.where} ({facts['machine']}, Python {facts['python_version']})")
         wheel = bundle.agent_wheel(progress)
         self.run(f"mkdir -p {shlex.quote(self._p('dist'))} {shlex.quote(self._p('wheels'))}")
-        sftp = self._ssh().open_sftp()
         try:
-            remote_wheel = self._p("dist", wheel.name)
-            # the wheel's name does not change with the checkout; the build id does, so always replace it
-            sftp.put(str(wheel), remote_wheel + ".part")
-            sftp.posix_rename(remote_wheel + ".part", remote_wheel)
-            self.stats["uploaded_bytes"] += wheel.stat().st_size
-            self.stats["uploaded_files"] += 1
-            find_links = ""
-            if t.wheels_dir:
-                house = bundle.device_wheelhouse(t.wheels_dir, wheel, t.runtime_extra, facts["machine"],
-                                                 facts["glibc"], facts["python_version"], progress)
-                for whl in sorted(house.glob("*.whl")):
-                    self._upload(sftp, whl, self._p("wheels", whl.name), progress)
-                find_links = f"--no-index --find-links {shlex.quote(self._p('wheels'))} "
-        finally:
-            sftp.close()
+            remote_wheel = self._push_wheels(wheel, facts, progress)
+        except _link_errors() as e:
+            raise TransportError(f"uploading the agent to {self.where} failed ({str(e) or type(e).__name__}); "
+                                 "check the link and free space on the device, then retry") from e
+        find_links = f"--no-index --find-links {shlex.quote(self._p('wheels'))} " if t.wheels_dir else ""
         venv_py = self._p("venv", "bin", "python")
         rc, _, _ = self.run(f"test -x {shlex.quote(venv_py)}", check=False)
         if rc != 0:
@@ -266,13 +330,17 @@ class SSHTransport(Transport):
 
     # ---- agent lifecycle ------------------------------------------------------------------------
     def _pid(self) -> Optional[int]:
+        """The pid in agent.pid if that process is alive and is our agent (not a recycled pid)."""
         pidf = shlex.quote(self._p("agent.pid"))
-        rc, out, _ = self.run(f"p=$(cat {pidf} 2>/dev/null) && kill -0 \"$p\" 2>/dev/null && echo \"$p\"",
-                              check=False)
+        rc, out, _ = self.run(agent_pid_sh(f"$(cat {pidf} 2>/dev/null)") + ' && echo "$p"', check=False)
         return int(out.strip()) if rc == 0 and out.strip().isdigit() else None
 
-    def _alive(self, pid: int) -> bool:
-        return self.run(f"kill -0 {pid} 2>/dev/null", check=False)[0] == 0
+    def _exists(self, pid: int) -> bool:
+        """The process (a zombie too) is still there: what stop_agent waits out."""
+        return self.run(f"kill -0 {int(pid)} 2>/dev/null", check=False)[0] == 0
+
+    def _is_agent(self, pid: int) -> bool:
+        return self.run(agent_pid_sh(str(int(pid))), check=False)[0] == 0
 
     def _port(self) -> int:
         _, out, _ = self.run(f"cat {shlex.quote(self._p('agent.port'))} 2>/dev/null", check=False)
@@ -325,9 +393,9 @@ class SSHTransport(Transport):
         self.run(f"kill {pid}", check=False)
         deadline = time.monotonic() + timeout
         # wait for the process itself: the agent removes its pid file before it has quite exited
-        while time.monotonic() < deadline and self._alive(pid):
+        while time.monotonic() < deadline and self._exists(pid):
             time.sleep(0.3)
-        if self._alive(pid):
+        if self._is_agent(pid):         # still our agent (not a pid recycled meanwhile): force it
             self.run(f"kill -9 {pid}; rm -f {shlex.quote(self._p('agent.pid'))}", check=False)
         self.run(f"rm -f {shlex.quote(self._p('agent.port'))}", check=False)
         return True
@@ -342,7 +410,9 @@ class SSHTransport(Transport):
             return f"127.0.0.1:{self._forward.port}"
         if self._forward is not None:
             self._forward.close()
-        self._forward = _Forwarder(self._ssh().get_transport(), info["port"])
+        # the tunnel reopens the session through _ssh() if it drops (same checks, same one-line errors)
+        self._forward = _Forwarder(self._ssh().get_transport(), info["port"],
+                                   reconnect=lambda: self._ssh().get_transport())
         self._forward.start()
         _say(progress, f"tunnel 127.0.0.1:{self._forward.port} -> {self.where} 127.0.0.1:{info['port']}")
         address = f"127.0.0.1:{self._forward.port}"

@@ -73,4 +73,5 @@ def task_metrics(task: str, outputs: np.ndarray, ds: Dataset) -> dict[str, Any]:
     raise ValueError(f"unknown task {task!r}")
 
 
-HEADLINE = {"classification": "top1", "detection": "map50", "segmentation": "miou"}
+# COCO's primary figure for detection: mAP@0.5 saturates on the synthetic shapes (99.99%) and hides drops
+HEADLINE = {"classification": "top1", "detection": "map50_95", "segmentation": "miou"}
