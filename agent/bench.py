@@ -178,6 +178,8 @@ def flags_for(summary: dict[str, Any], cfg: BenchConfig, env_flags: Optional[lis
         flags.append(f"ci-not-reached({summary['ci_rel'] * 100:.1f}%>{cfg.target_ci * 100:.1f}%)")
     if summary["runs"] < cfg.runs:
         flags.append("fewer-runs-than-requested")
+    if 0 < summary["runs"] < 100:  # a p99 needs >= 100 samples to be more than the largest one seen
+        flags.append(f"p99-from-{summary['runs']}-runs")
     if summary["p50"] and summary["p99"] > 3 * summary["p50"]:
         flags.append("long-tail(p99>3xp50)")
     return flags

@@ -191,14 +191,15 @@ class AgentServicer(pb_grpc.AgentServicer):
                 worker, info = self._open_worker(first.sha256, first.options, context)
                 timeout = first.options.deadline_s or 120
                 specs = [spec_to_proto(s) for s in info["outputs"]]
+                rt, rtv = info["runtime"], str(info["describe"].get("version", ""))
                 req = first
                 while req is not None:
                     if req.inputs:
                         feed = {t.name: from_proto(t) for t in req.inputs}
                         out, ms = worker.infer(feed, timeout)
                         yield pb.InferResponse(id=req.id, outputs=[to_proto(k, v) for k, v in out.items()],
-                                               latency_ms=ms, output_specs=specs)
-                        specs = []
+                                               latency_ms=ms, output_specs=specs, runtime=rt, runtime_version=rtv)
+                        specs, rt, rtv = [], "", ""
                     req = next(request_iterator, None)
             except (RunnerError, StoreError) as e:
                 yield pb.InferResponse(error=pb.Error(code=e.code, message=e.message))

@@ -202,8 +202,10 @@ class AgentClient:
         return result
 
     def infer(self, sha256: str, feeds: Iterable[dict[str, np.ndarray]], options: Optional[pb.RunOptions] = None,
-              timeout: float = 3600.0) -> Iterator[tuple[dict[str, np.ndarray], float]]:
-        """Stream input sets through the device; yields (outputs, device latency ms) in order."""
+              timeout: float = 3600.0, runtime: Optional[dict[str, str]] = None
+              ) -> Iterator[tuple[dict[str, np.ndarray], float]]:
+        """Stream input sets through the device; yields (outputs, device latency ms) in order.
+        `runtime`, when given, is filled with the name and version of the runtime the device used."""
         def requests() -> Iterator[pb.InferRequest]:
             yield pb.InferRequest(sha256=sha256, options=options or pb.RunOptions())
             for i, feed in enumerate(feeds):
@@ -213,6 +215,8 @@ class AgentClient:
             for r in self.stub.Infer(requests(), timeout=timeout):
                 if r.HasField("error") and r.error.code:
                     raise AgentError(r.error.message, r.error.code)
+                if r.runtime and runtime is not None:
+                    runtime.update(name=r.runtime, version=r.runtime_version)
                 yield {t.name: from_proto(t) for t in r.outputs}, r.latency_ms
         except grpc.RpcError as e:
             raise _rpc_error(self.address, e, "inference") from e

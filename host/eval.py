@@ -196,7 +196,8 @@ def evaluate(client: Any, target: Any, art: Artifact, data: str | Dataset, limit
     name = art.path.name
     outs, lat = [], []
     t0 = last = time.monotonic()
-    for out, ms in client.infer(m.sha256, _feeds(x, art, batch), options):
+    runtime: dict[str, str] = {}
+    for out, ms in client.infer(m.sha256, _feeds(x, art, batch), options, runtime=runtime):
         y, spec = _pick_output(out, art)
         outs.append(dequantize(y, spec))
         lat.append(ms)
@@ -216,6 +217,7 @@ def evaluate(client: Any, target: Any, art: Artifact, data: str | Dataset, limit
         "sha256": m.sha256, "artifact": name, "model_name": m.model_name, "platform": m.platform,
         "method": m.method, "precision": m.precision, "format": m.format, "size_bytes": m.size_bytes,
         "dataset": ds.name, "n": len(ds), "task": m.task, "layout": layout, "preprocess_mismatch": mismatch,
+        "runtime": runtime, "threads": getattr(options, "threads", None),
         "metrics": metrics, "agreement": agree, "reference": ref_note, "reference_metrics": ref_metrics,
         "latency_ms_mean": float(np.mean(lat)) if lat else None, "wall_s": round(time.monotonic() - t0, 2),
         "manifest": {"inputs": [t.__dict__ for t in m.inputs], "outputs": [t.__dict__ for t in m.outputs],

@@ -133,3 +133,12 @@ def test_inputs_rotate():
     run_protocol(infer, ["a", "b", "c"], BenchConfig(runs=30, min_seconds=0, target_ci=0, warmup_runs=2,
                                                      warmup_seconds=0), lambda k, p: None, clock=dev.clock)
     assert set(seen) == {"a", "b", "c"} and seen[:4] == ["a", "b", "c", "a"]
+
+
+def test_a_p99_from_under_100_runs_is_flagged():
+    cfg = BenchConfig(runs=20, min_seconds=0.0, target_ci=0)
+    dev = FakeDevice(np.full(10**4, 1.0))
+    few = run_protocol(dev.infer, [None], cfg, lambda k, p: None, clock=dev.clock)
+    assert "p99-from-" + str(few["runs"]) + "-runs" in flags_for(few, cfg) and few["runs"] < 100
+    many = summarize(np.full(150, 1.0)) | {"runs": 150, "stop_reason": "runs-and-min-seconds", "ci_rel": 0.0}
+    assert not any(f.startswith("p99-from") for f in flags_for(many, cfg))

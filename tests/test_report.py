@@ -221,7 +221,11 @@ def test_drop_needs_the_same_exam_and_fronts_never_mix_models(tmp_path):
     store.add_eval(_eval("pi4", "tflite", "static", 0.80) | {"n": 200})
     # a detector on the same device: its mAP must not share an accuracy axis or a front with top-1
     det = _bench("pi4", "tflite", "fp32", rng.normal(1.0, 0.05, 100), sha="det-fp32") | {
-        "model_name": "detector", "task": "detection"}
+        "model_name": "detector", "task": "detection", "flags": ["temp-rose"],
+        "device": {"machine": "aarch64", "cpu_count": 4, "agent_version": "0.1.0",
+                   "facts": {"board": "Raspberry Pi 4 Model B Rev 1.4", "cpu_model": "Cortex-A72"}},
+        "env_before": {"governor": "ondemand", "temps_c": {"cpu-thermal": 48.0}},
+        "env_after": {"governor": "ondemand", "temps_c": {"cpu-thermal": 61.5}}}
     store.add_benchmark(det)
     store.add_eval(_eval("pi4", "tflite", "fp32", 0.5, sha="det-fp32") | {
         "model_name": "detector", "task": "detection", "metrics": {"map50": 0.9, "map50_95": 0.5}})
@@ -233,5 +237,22 @@ def test_drop_needs_the_same_exam_and_fronts_never_mix_models(tmp_path):
     assert set(rep["pareto"]["pi4 / detector"]) == det_rows
     assert not det_rows & set(rep["pareto"]["pi4 / classifier"])
     html = render(rep, "html")
+    dev = rep["devices"]["pi4"]
+    assert dev["board"].startswith("Raspberry Pi 4") and dev["governors"] == ["ondemand"]
+    assert dev["temp_range_c"] == [48.0, 61.5] and (dev["flagged"], dev["runs"]) == (1, 3)
+    assert "pi4: Raspberry Pi 4 Model B Rev 1.4; 4 cores aarch64; governor ondemand; 48-62 °C; 1/3 runs flagged" in html
     assert "pi4 / classifier: top1 vs latency" in html and "pi4 / detector: map50_95 vs latency" in html
+    store.close()
+
+
+def test_each_runtime_row_gets_the_accuracy_measured_on_that_runtime(tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    rng = np.random.default_rng(2)
+    for rt, top1 in (("litert", 0.91), ("tflite-runtime", 0.89)):
+        store.add_benchmark(_bench("pi4", "tflite", "static", rng.normal(4.0, 0.1, 50), runtime=rt))
+        store.add_eval(_eval("pi4", "tflite", "static", top1) | {"runtime": {"name": rt, "version": "x"}})
+    rows = {r["runtime"]: r for r in build_report(store)["rows"]}
+    assert rows["litert"]["accuracy"] == pytest.approx(0.91)
+    assert rows["tflite-runtime"]["accuracy"] == pytest.approx(0.89)
+    assert len(rows) == 2
     store.close()

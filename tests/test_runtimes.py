@@ -547,3 +547,19 @@ def test_registry_creates_each_installed_runner() -> None:
             runner = registry.create(entry)
             assert runner.name == entry.name, entry
 
+
+
+def test_getinfo_delegates_are_what_this_device_offers() -> None:
+    got = {r["name"]: r for r in registry.describe_all()}
+    ort = got["onnxruntime"]
+    assert ort["available"] and "cpu" in ort["delegates"]
+    try:
+        from importlib import metadata
+
+        metadata.version("onnxruntime-gpu")
+    except Exception:  # noqa: BLE001 - the CPU build: no CUDA provider may be claimed
+        assert "cuda" not in ort["delegates"]
+    assert got["litert"]["delegates"] == ["xnnpack"]
+    if not os.path.exists("/etc/nv_tegra_release"):
+        trt = registry.BY_NAME["tensorrt"]
+        assert registry.delegates_found(trt) == ["gpu"]  # DLA cores exist on Jetson boards only

@@ -112,6 +112,20 @@ def is_installed(entry: RuntimeEntry) -> bool:
     return _found(entry) and not unusable_reason(entry)
 
 
+def delegates_found(entry: RuntimeEntry) -> list[str]:
+    """The delegates/providers this device can really offer, told from installed files (no imports):
+    CUDA only with the onnxruntime-gpu build, DLA only on a Jetson (Xavier/Orin carry DLA cores)."""
+    if entry.name == "onnxruntime":
+        try:
+            metadata.version("onnxruntime-gpu")
+            return ["cpu", "cuda"]
+        except metadata.PackageNotFoundError:
+            return ["cpu"]
+    if entry.name == "tensorrt":
+        return ["gpu", "dla"] if Path("/etc/nv_tegra_release").exists() else ["gpu"]
+    return list(entry.delegates)
+
+
 def describe_all() -> list[dict]:
     """What each runtime found, for GetInfo: name, version, formats, delegates, available, detail."""
     out = []
@@ -119,7 +133,7 @@ def describe_all() -> list[dict]:
         ok = is_installed(r)
         out.append({
             "name": r.name, "version": _version(r) if ok else "", "formats": list(r.formats),
-            "delegates": list(r.delegates) if ok else [], "available": ok,
+            "delegates": delegates_found(r) if ok else [], "available": ok,
             "detail": "" if ok else ((_found(r) and unusable_reason(r))
                                      or f"not installed: pip install 'edgebench[{r.extra}]'"),
         })

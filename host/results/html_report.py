@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from host.results import svg
-from host.results.report import ALPHA, MIN_EFFECT, front_key, table_rows
+from host.results.report import ALPHA, MIN_EFFECT, device_line, front_key, table_rows
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222;max-width:1400px}
@@ -72,7 +72,10 @@ def render_html(rep: dict[str, Any]) -> str:
 
     for t in targets:
         trs = [(i, r) for i, r in enumerate(rows) if r["target"] == t]
-        parts.append(f'<h2 id="device-{escape(t)}">Device {escape(t)}</h2><div class="plots">')
+        parts.append(f'<h2 id="device-{escape(t)}">Device {escape(t)}</h2>')
+        if t in (rep.get("devices") or {}):
+            parts.append(f'<p class="device-state">{escape(device_line(t, rep["devices"][t]))}</p>')
+        parts.append('<div class="plots">')
         timed = [r for _, r in trs if r["p50"] is not None]
         series = [(_label(r), r["samples"] or [r["p50"]]) for r in timed]
         parts.append(svg.boxplot(f"{t}: steady-state latency (box p25-p75, whiskers p1-p99)", series,

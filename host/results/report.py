@@ -66,15 +66,18 @@ def build_rows(benchmarks: list[dict[str, Any]], evals: list[dict[str, Any]]) ->
     def art_key(r: dict[str, Any]) -> tuple:
         return r.get("target"), r.get("sha256"), r.get("method")
 
+    # an eval joins the benchmark of the same runtime (a device with both LiteRT and tflite-runtime
+    # gives two rows, each with its own accuracy); an eval that did not record its runtime joins any
     benches = _latest(benchmarks, lambda r: (*art_key(r), _runtime_name(r), r.get("threads")))
-    ev_by = _latest(evals, art_key)
+    ev_by = _latest(evals, lambda r: (*art_key(r), _runtime_name(r)))
     rows: list[dict[str, Any]] = []
-    seen = set()
+    used = set()
     for b in benches.values():
-        seen.add(art_key(b))
-        rows.append(_row(b, ev_by.get(art_key(b))))
+        k = next((k for k in ((*art_key(b), _runtime_name(b)), (*art_key(b), "")) if k in ev_by), None)
+        used.add(k)
+        rows.append(_row(b, ev_by.get(k) if k else None))
     for k, e in ev_by.items():
-        if k not in seen:
+        if k not in used:
             rows.append(_row(None, e))
     _compare(rows)
     rows.sort(key=lambda r: (r["target"], r["model_name"], r["platform"], r["method"] != "fp32", r["method"],
@@ -96,8 +99,8 @@ def _row(b: Optional[dict[str, Any]], e: Optional[dict[str, Any]]) -> dict[str, 
         "method": src.get("method", ""), "precision": src.get("precision", ""),
         "format": src.get("format") or man.get("format", ""), "artifact": src.get("artifact", ""),
         "sha256": src.get("sha256", ""), "task": task,
-        "runtime": _runtime_name(b) if b else (e.get("runtime") or ""),
-        "runtime_version": _runtime_version(b) if b else "", "delegate": (b or {}).get("delegate", ""),
+        "runtime": _runtime_name(b or e or {}),
+        "runtime_version": _runtime_version(b or e or {}), "delegate": (b or {}).get("delegate", ""),
         "threads": (b or {}).get("threads"), "runs": (b or {}).get("runs"),
         "p50": lat.get("p50"), "p90": lat.get("p90"), "p99": lat.get("p99"), "mean": lat.get("mean"),
         "ci_lo": ci[0], "ci_hi": ci[1],
@@ -180,6 +183,45 @@ def best_per_device(rows: list[dict[str, Any]], max_drop: float) -> dict[str, di
     return best
 
 
+def device_summary(benchmarks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per target, what the device is and the state it was measured in: its facts from the latest
+    run, and across all runs the governors seen, the temperature range and how many runs were flagged."""
+    out: dict[str, dict[str, Any]] = {}
+    for b in sorted(benchmarks, key=lambda r: (r.get("created") or 0, r.get("id") or 0)):
+        dev = b.get("device") or {}
+        facts = dev.get("facts") or {}
+        d = out.setdefault(b.get("target", ""), {"governors": set(), "temps": [], "runs": 0, "flagged": 0})
+        d.update({"hostname": dev.get("hostname"), "machine": dev.get("machine"), "cores": dev.get("cpu_count"),
+                  "cpu_model": facts.get("cpu_model"), "board": facts.get("board") or facts.get("android", {}).get(
+                      "ro.product.model"), "agent_version": dev.get("agent_version"),
+                  "jetson_power_mode": facts.get("jetson_power_mode"), "emulated": facts.get("emulated")})
+        d["runs"] += 1
+        d["flagged"] += bool(b.get("flags"))
+        for env in (b.get("env_before") or {}, b.get("env_after") or {}):
+            if env.get("governor"):
+                d["governors"].add(env["governor"])
+            temps = list((env.get("temps_c") or {}).values())
+            d["temps"] += [t for t in temps if isinstance(t, (int, float))]
+    for d in out.values():
+        d["governors"] = sorted(d["governors"])
+        temps = d.pop("temps")
+        d["temp_range_c"] = [min(temps), max(temps)] if temps else None
+    return out
+
+
+def device_line(name: str, d: dict[str, Any]) -> str:
+    parts = [d.get("board") or d.get("cpu_model") or "?", f"{d.get('cores') or '?'} cores {d.get('machine') or ''}".strip()]
+    if d.get("emulated"):
+        parts.append(f"EMULATED ({d['emulated']}): latency proves correctness only")
+    parts.append("governor " + (",".join(d["governors"]) if d["governors"] else "not exposed"))
+    parts.append(f"{d['temp_range_c'][0]:.0f}-{d['temp_range_c'][1]:.0f} °C" if d["temp_range_c"]
+                 else "no thermal zones")
+    if d.get("jetson_power_mode"):
+        parts.append(f"power mode {d['jetson_power_mode']}")
+    parts.append(f"{d['flagged']}/{d['runs']} runs flagged; agent {d.get('agent_version') or '?'}")
+    return f"{name}: " + "; ".join(parts)
+
+
 def front_key(r: dict[str, Any]) -> str:
     return f"{r['target']} / {r['model_name']}"
 
@@ -202,7 +244,7 @@ def build_report(store: Any, target: Optional[list[str]] = None, model: Optional
     for i, r in enumerate(rows):
         r["pareto"] = any(i in f for f in fronts.values())
     return {"rows": rows, "best": {k: _brief(v) for k, v in best.items()}, "max_drop": max_drop,
-            "pareto": fronts, "alpha": ALPHA}
+            "pareto": fronts, "alpha": ALPHA, "devices": device_summary(benches)}
 
 
 def _brief(r: dict[str, Any]) -> dict[str, Any]:
@@ -259,6 +301,8 @@ def render_table(rep: dict[str, Any]) -> str:
     lines.append(f"speed-up vs FP32 on the same device and runtime; * = significant (Mann-Whitney p < {ALPHA} "
                  f"and more than {MIN_EFFECT:.0%} apart), ns = not significant, ? = unreliable (a median's CI was not "
                  "reached: see flags); drop = FP32 accuracy minus this, in percentage points")
+    for name, d in sorted((rep.get("devices") or {}).items()):
+        lines.append("device " + device_line(name, d))
     if rep["best"]:
         for k, b in rep["best"].items():
             lines.append(f"best within {rep['max_drop']:g} pp on {k}: {b['platform']} {b['method']} "
@@ -286,8 +330,8 @@ def render_json(rep: dict[str, Any]) -> str:
                                           "dataset": r["dataset"], "n_samples": len(r["samples"]),
                                           "ci_overlap": r["ci_overlap"], "baseline": r["baseline"]}
             for r in rep["rows"]]
-    return json.dumps({"rows": rows, "best": rep["best"], "max_drop": rep["max_drop"], "alpha": rep["alpha"]},
-                      indent=2, default=str)
+    return json.dumps({"rows": rows, "best": rep["best"], "max_drop": rep["max_drop"], "alpha": rep["alpha"],
+                       "devices": rep.get("devices", {})}, indent=2, default=str)
 
 
 def render(rep: dict[str, Any], fmt: str) -> str:
