@@ -563,3 +563,50 @@ def test_getinfo_delegates_are_what_this_device_offers() -> None:
     if not os.path.exists("/etc/nv_tegra_release"):
         trt = registry.BY_NAME["tensorrt"]
         assert registry.delegates_found(trt) == ["gpu"]  # DLA cores exist on Jetson boards only
+
+
+@needs_ort
+def test_tensorrt_runner_control_flow_on_a_simulated_api(torch_model: SimpleNamespace, onnx_path: Path,
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner's own logic on tests/trt_simulator.py (TensorRT 10's API shape, ONNX Runtime underneath):
+    the first load builds with the manifest's flags and caches the engine and timing cache, the second
+    deserializes without building, changed flags rebuild reusing the timing cache, and describe() after
+    runs carries the H2D / compute / D2H medians. It says nothing about real TensorRT."""
+    import sys
+
+    from agent.runtimes import tensorrt as trt_runner
+    from tests import trt_simulator as sim
+
+    monkeypatch.setitem(sys.modules, "tensorrt", sim)
+    monkeypatch.setattr(trt_runner, "cuda_backend", sim.SimCuda)
+    sim.BUILDS.clear()
+    cache = str(tmp_path / "cache")
+
+    def load(precision: str) -> object:
+        r = trt_runner.TensorRTRunner()
+        r.load(str(onnx_path), RunnerOptions(cache_dir=cache, manifest={**MANIFEST, "precision": precision,
+                                                                        "sha256": "ab" * 32}))
+        return r
+
+    first = load("fp16")
+    assert sim.BUILDS == [{"flags": ["FP16"], "cleared": [], "strongly_typed": False, "timing_entries_reused": 0,
+                           "device": "GPU"}]
+    got = np.stack([first.infer({"image": x})["logits"] for x in X_NCHW])
+    np.testing.assert_allclose(got, torch_model.ref, atol=1e-5, rtol=1e-5)
+    d = first.describe()
+    assert d["engine"]["cached"] is False and d["gpu"] == "Simulated Orin (no GPU)"
+    assert d["timings_median_ms"] == {"h2d_ms": 1.0, "compute_ms": 1.0, "d2h_ms": 1.0}
+    key = d["engine"]["key"]
+    assert os.path.isfile(trt_runner.engine_path(cache, key))
+
+    second = load("fp16")            # a second deploy of the same artifact: no rebuild
+    assert len(sim.BUILDS) == 1 and second.describe()["engine"]["cached"] is True
+    assert second.describe()["engine"]["key"] == key
+
+    int8 = load("int8")              # other flags: a new engine, built on the kept timing cache
+    assert len(sim.BUILDS) == 2 and sim.BUILDS[1]["flags"] == ["FP16", "INT8"]
+    assert sim.BUILDS[1]["timing_entries_reused"] == 1 and int8.describe()["engine"]["key"] != key
+
+    with open(trt_runner.engine_path(cache, key), "wb") as f:   # a truncated engine file is rebuilt
+        f.write(b"{")
+    assert load("fp16").describe()["engine"]["cached"] is False and len(sim.BUILDS) == 3

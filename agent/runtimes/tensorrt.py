@@ -1,8 +1,10 @@
 """TensorRT runner: builds an engine on the device from an `.onnx` artifact and runs it, timing H2D / compute / D2H.
 
 UNVERIFIED: written against the TensorRT 10 Python API (named I/O tensors, execute_async_v3, explicit Q/DQ
-INT8), but TensorRT cannot be installed anywhere this project is developed, so only the pure parts below
-(flag mapping, cache keys, the missing-runtime error) are tested. Run it on a real Jetson before trusting it.
+INT8), but TensorRT cannot be installed anywhere this project is developed. Tested: the pure parts below
+(flag mapping, cache keys, the missing-runtime error) and the control flow (build once, cache, rebuild on
+new flags with the timing cache, binding, the H2D / compute / D2H split) against a simulated API
+(tests/trt_simulator.py). Run it on a real Jetson before trusting it.
 
 Engines are cached under RunnerOptions.cache_dir keyed by (artifact sha256, TensorRT version, GPU name,
 flags), so a second deploy of the same artifact to the same device never rebuilds; the builder's timing
