@@ -361,6 +361,12 @@ def compare(before: dict[str, Any], after: dict[str, Any], own_threads: int = 1)
             break
     if before.get("governor") and after.get("governor") and before["governor"] != after["governor"]:
         flags.append("governor-changed")
+    jb, ja = before.get("jetson") or {}, after.get("jetson") or {}
+    if jb.get("power_mode") and ja.get("power_mode") and jb["power_mode"] != ja["power_mode"]:
+        flags.append("power-mode-changed")
+    gb, ga = jb.get("gpu_cur_mhz"), ja.get("gpu_cur_mhz")
+    if gb and ga and abs(ga - gb) / gb > FREQ_CHANGE:  # DVFS moved the GPU clock under the run
+        flags.append("gpu-freq-changed")
     tb, ta = _max_temp(before), _max_temp(after)
     if tb is not None and ta is not None and ta - tb > TEMP_RISE_C:
         flags.append("temp-rose")

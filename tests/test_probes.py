@@ -190,3 +190,10 @@ def test_cpu_ticks_see_a_real_busy_neighbour() -> None:
     after = probes.snapshot()
     assert {"busy", "total", "self"} <= set(before["cpu_ticks"])
     assert probes.other_cores(before, after) > 0.4  # the burner had about one core for the whole second
+
+
+def test_jetson_power_mode_and_gpu_clock_moves_are_flagged() -> None:
+    before = {"jetson": {"power_mode": "MAXN", "gpu_cur_mhz": 1300}}
+    assert probes.compare(before, {"jetson": {"power_mode": "MAXN", "gpu_cur_mhz": 1290}}) == []
+    assert probes.compare(before, {"jetson": {"power_mode": "15W", "gpu_cur_mhz": 612}}) == [
+        "power-mode-changed", "gpu-freq-changed"]
