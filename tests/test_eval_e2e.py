@@ -117,26 +117,98 @@ def test_host_eval_cli_on_local_target(artifacts, tmp_path, monkeypatch, capsys)
     assert rec["id"] == out["id"] and rec["method"] == "static"
 
 
-def test_segmenter_dense_outputs_on_the_device(agent, tmp_path, monkeypatch):
-    """The zoo U-Net (briefly trained into a private cache) as a .ptl on the agent: the device's
-    per-pixel logits give the same mIoU as the source model on the host."""
-    pytest.importorskip("torch", reason="needs torch (the 'host' and 'torch' extras)")
-    from host.eval import evaluate
-    from host.models import load_source
-    from host.quantize.base import QuantizeRequest
-    from host.quantize.registry import get_converter
-    from host.zoo.train import train
+@pytest.fixture(scope="module")
+def zoo_artifacts(tmp_path_factory) -> dict[str, Artifact]:
+    """The zoo detector and segmenter (trained on first use, then from the cache) exported by
+    host.zoo.export with small calibration/check sets: tflite fp32 + static int8 of both, and the
+    segmenter as a pytorch fp32 .ptl."""
+    pytest.importorskip("torch", reason="needs torch (the 'host' extra) for the reference models")
+    pytest.importorskip("litert_torch", reason="needs litert-torch (the 'host' extra) for .tflite from PyTorch")
+    from host.zoo.export import export
 
-    monkeypatch.setenv("EDGEBENCH_CACHE", str(tmp_path / "cache"))
-    train("segmenter", epochs=1, limit=96, progress=None)
-    src = load_source("host.zoo.models:segmenter")
-    art = get_converter("pytorch").quantize(QuantizeRequest(source=src, method="fp32", out_dir=tmp_path,
-                                                            input_shape=src.input_shape))
-    assert art.manifest.task == "segmentation"
+    tmp = tmp_path_factory.mktemp("zoo-artifacts")
+    arts: dict[str, Artifact] = {}
+    for name, platform, methods in (("detector", "tflite", ["fp32", "static"]),
+                                    ("segmenter", "tflite", ["fp32", "static"]), ("segmenter", "pytorch", ["fp32"])):
+        res = export(name, [platform], methods, tmp / name, calib_samples=64, check_samples=32, log=lambda m: None)
+        assert not res["skipped"], res["skipped"]
+        for art in res["artifacts"]:
+            arts[f"{name}/{art.manifest.platform}/{art.manifest.method}"] = art
+    return arts
+
+
+def _push_and_eval(agent, arts: list[Artifact], data: str, n: int, store, target: str) -> list[dict]:
+    from host.eval import evaluate
+
     with AgentClient(agent.address) as client:
-        client.push(art.path, art.manifest.sha256, art.manifest.format, art.manifest.to_json())
-        rec = evaluate(client, Target(name="t"), art, "shapes-seg", 24, None, log=lambda m: None)
-    assert rec["n"] == 24 and rec["dataset"] == "shapes-seg:test"
-    assert rec["agreement"]["top1_agreement"] > 0.999         # per-pixel argmax, device vs host
-    assert rec["metrics"]["miou"] == pytest.approx(rec["reference_metrics"]["miou"], abs=1e-3)
-    assert 0 < rec["metrics"]["pixel_acc"] <= 1
+        out = []
+        for art in arts:
+            client.push(art.path, art.manifest.sha256, art.manifest.format, art.manifest.to_json())
+            out.append(evaluate(client, Target(name=target), art, data, n, store, log=lambda m: None))
+    return out
+
+
+def test_zoo_detector_fp32_and_int8_on_the_device(agent, zoo_artifacts, tmp_path):
+    """The CenterNet detector as .tflite fp32 and static int8 on a real agent: the device's raw maps are
+    decoded (+ NMS) on the host and scored with COCO-style mAP on a few hundred shapes-det images."""
+    pytest.importorskip("ai_edge_litert", reason="needs ai-edge-litert (the 'tflite' extra) on the agent")
+    from host.zoo.train import cached_info
+
+    n = 300
+    fp32_art, int8_art = zoo_artifacts["detector/tflite/fp32"], zoo_artifacts["detector/tflite/static"]
+    assert fp32_art.manifest.task == "detection" and art_io_is_int8(int8_art)
+    store = ResultStore(tmp_path / "results.sqlite")
+    fp32, int8 = _push_and_eval(agent, [fp32_art, int8_art], "shapes-det", n, store, "det-local")
+    cached = cached_info("detector")["metrics"]       # the zoo's own score (full 500-image test split)
+
+    for rec in (fp32, int8):
+        assert rec["n"] == n and rec["dataset"] == "shapes-det:test" and rec["task"] == "detection"
+        assert 0 < rec["metrics"]["map50_95"] <= rec["metrics"]["map50"] <= 1.0
+        assert len(rec["metrics"]["per_class_ap50"]) == 3
+    # FP32 on the device is the source model: same maps, same mAP as the host, close to the zoo's figure
+    assert fp32["agreement"]["cosine"] > 0.99999 and fp32["agreement"]["top1_agreement"] > 0.999
+    assert fp32["metrics"]["map50"] == pytest.approx(fp32["reference_metrics"]["map50"], abs=1e-3)
+    assert fp32["metrics"]["map50_95"] == pytest.approx(fp32["reference_metrics"]["map50_95"], abs=1e-3)
+    assert fp32["metrics"]["map50"] == pytest.approx(cached["map50"], abs=0.02)
+    assert fp32["metrics"]["map50_95"] == pytest.approx(cached["map50_95"], abs=0.03)
+    assert fp32["metrics"]["map50"] > 0.9 and fp32["metrics"]["map50_95"] > 0.7
+    # int8 I/O quantized/dequantized with the manifest's scales: within a few points of FP32
+    assert abs(int8["metrics"]["map50"] - fp32["metrics"]["map50"]) < 0.03
+    assert abs(int8["metrics"]["map50_95"] - fp32["metrics"]["map50_95"]) < 0.03
+    # heatmap argmax per cell is noisy on empty background cells, hence the looser agreement
+    assert int8["agreement"]["cosine"] > 0.999 and int8["agreement"]["top1_agreement"] > 0.9
+
+    stored = {e["method"]: e for e in store.evals(target="det-local")}
+    assert set(stored) == {"fp32", "static"}
+    assert stored["static"]["sha256"] == int8_art.manifest.sha256 and stored["static"]["task"] == "detection"
+    assert stored["static"]["metrics"]["map50_95"] == pytest.approx(int8["metrics"]["map50_95"])
+    assert stored["fp32"]["metrics"]["map50"] == pytest.approx(fp32["metrics"]["map50"])
+    store.close()
+
+
+def test_zoo_segmenter_int8_on_the_device(agent, zoo_artifacts, tmp_path):
+    """The zoo U-Net on a real agent: as fp32 .tflite (channels-last I/O) and .ptl (NCHW) it gives the
+    host's mIoU; as static int8 .tflite it keeps a high mIoU with a small drop."""
+    pytest.importorskip("ai_edge_litert", reason="needs ai-edge-litert (the 'tflite' extra) on the agent")
+    n = 200
+    fp32_art, int8_art = zoo_artifacts["segmenter/tflite/fp32"], zoo_artifacts["segmenter/tflite/static"]
+    assert fp32_art.manifest.task == "segmentation" and art_io_is_int8(int8_art)
+    store = ResultStore(tmp_path / "results.sqlite")
+    fp32, int8 = _push_and_eval(agent, [fp32_art, int8_art], "shapes-seg", n, store, "seg-local")
+    # the .ptl runs ~40 ms a sample on the lite interpreter: a small slice checks its dense outputs
+    (ptl,) = _push_and_eval(agent, [zoo_artifacts["segmenter/pytorch/fp32"]], "shapes-seg", 24, None, "seg-local")
+
+    for rec in (fp32, int8):
+        assert rec["n"] == n and rec["dataset"] == "shapes-seg:test" and 0 < rec["metrics"]["pixel_acc"] <= 1
+        assert len(rec["metrics"]["per_class_iou"]) == 4
+    for rec in (fp32, ptl):                                      # FP32 on the device is the source model
+        assert rec["agreement"]["top1_agreement"] > 0.999         # per-pixel argmax, device vs host
+        assert rec["metrics"]["miou"] == pytest.approx(rec["reference_metrics"]["miou"], abs=1e-3)
+    assert ptl["n"] == 24 and ptl["format"] != fp32["format"]
+    assert fp32["metrics"]["miou"] > 0.85                        # the trained zoo model (~0.91), not background
+    assert min(fp32["metrics"]["per_class_iou"][1:]) > 0.75      # every shape class is segmented
+    assert int8["metrics"]["miou"] > 0.85
+    assert fp32["metrics"]["miou"] - int8["metrics"]["miou"] < 0.02   # the int8 drop
+    assert int8["agreement"]["top1_agreement"] > 0.99 and int8["agreement"]["cosine"] > 0.999
+    assert {e["method"] for e in store.evals(target="seg-local")} == {"fp32", "static"}
+    store.close()

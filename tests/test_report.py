@@ -256,3 +256,14 @@ def test_each_runtime_row_gets_the_accuracy_measured_on_that_runtime(tmp_path):
     assert rows["tflite-runtime"]["accuracy"] == pytest.approx(0.89)
     assert len(rows) == 2
     store.close()
+
+
+def test_a_drop_of_exactly_the_budget_is_within_it(tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    rng = np.random.default_rng(3)
+    store.add_benchmark(_bench("pi4", "tflite", "fp32", rng.normal(10.0, 0.2, 50)))
+    store.add_benchmark(_bench("pi4", "tflite", "static", rng.normal(4.0, 0.1, 50), precision="int8"))
+    store.add_eval(_eval("pi4", "tflite", "fp32", 0.91))
+    store.add_eval(_eval("pi4", "tflite", "static", 0.90))   # 100 * (0.91 - 0.90) = 1.0000000000000009
+    assert build_report(store, max_drop=1.0)["best"]["pi4 / classifier"]["method"] == "static"
+    store.close()
