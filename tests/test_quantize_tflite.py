@@ -43,6 +43,23 @@ def keras_file():
     return trained_cnn_file(2000)
 
 
+def _weight_scales(path) -> list[tuple[str, int, int]]:
+    """(op, scales in its weight's quantization, weight's output channels) for every conv/fc weight,
+    read from the .tflite itself: per-channel = one scale per output channel, per-tensor = one."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=str(path),
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    out = []
+    for op in it._get_ops_details():  # noqa: SLF001 - the only LiteRT API that links ops to tensors
+        if op["op_name"] in HEAVY:
+            w = tensors[op["inputs"][1]]
+            q = w["quantization_parameters"]
+            out.append((op["op_name"], int(q["scales"].size), int(w["shape"][q["quantized_dimension"]])))
+    return out
+
+
 def _req(source, method, out, data, **kw):
     kw.setdefault("calib", data["calib"])
     return QuantizeRequest(source=source, method=method, out_dir=out, check=data["check"],
@@ -95,6 +112,12 @@ def test_keras_sizes_io_dtypes_and_op_precisions(keras_artifacts):
         assert set(ops["int8"]) >= {"CONV_2D", "FULLY_CONNECTED"}, ops
         assert not any(op in HEAVY for p in ("fp32", "fp16") for op in ops.get(p, {})), ops
         assert man.precision == "int8" and man.checks["warnings"] == []
+        # per-channel (the default), in the file: one scale per output channel. tfmot's default QAT
+        # scheme quantizes Dense kernels per-tensor whatever was asked: only its convs are per-channel.
+        ws = _weight_scales(keras_artifacts[m].path)
+        assert {op for op, _, _ in ws} == {"CONV_2D", "FULLY_CONNECTED"}, ws
+        per_tensor_ops = {"FULLY_CONNECTED"} if m == "qat" else set()
+        assert all(n == (1 if op in per_tensor_ops else ch) and ch > 1 for op, n, ch in ws), (m, ws)
     for m in ("fp32", "dynamic", "fp16"):
         man = keras_artifacts[m].manifest
         assert man.inputs[0].dtype == "float32" and man.inputs[0].scale == 0.0
@@ -153,8 +176,6 @@ def test_agent_litert_runner_reads_the_manifest_io(keras_artifacts, data):
 
 
 def test_static_float_io_per_tensor_and_unsupported_calib_method(keras_file, data, tmp_path):
-    from ai_edge_litert.interpreter import Interpreter
-
     src = load_source(str(keras_file))
     art = TFLiteConverter().quantize(_req(src, "static", tmp_path, data, float_io=True, per_channel=False,
                                           calib_method="percentile", calib_samples=64))
@@ -165,11 +186,9 @@ def test_static_float_io_per_tensor_and_unsupported_calib_method(keras_file, dat
     assert m.calibration["method"] == "minmax" and m.calibration["requested"] == "percentile"
     assert any("percentile" in w for w in m.checks["warnings"])
     assert m.checks["agreement"]["top1_agreement"] >= 0.9
-    # per-tensor: every conv/fc weight has one scale
-    it = Interpreter(model_path=str(art.path))
-    weights = [t for t in it.get_tensor_details() if t["dtype"] == np.int8 and len(t["shape"]) >= 2
-               and t["quantization_parameters"]["scales"].size > 0 and "image" not in t["name"]]
-    assert weights and all(t["quantization_parameters"]["scales"].size == 1 for t in weights)
+    # per-tensor: every conv/fc weight has one scale, though it has many output channels
+    ws = _weight_scales(art.path)
+    assert len(ws) == 4 and all(n == 1 and ch > 1 for _, n, ch in ws), ws
 
 
 def test_savedmodel_source(keras_file, data, tmp_path):
@@ -227,6 +246,30 @@ def test_torch_model_through_litert_torch(data, tmp_path):
     assert arts["static"].path.stat().st_size * 3 <= arts["fp32"].path.stat().st_size
     assert "dynamic-int8" in arts["dynamic"].manifest.checks["ops_by_precision"]
     assert static.tool_versions["litert-torch"]
+    ws = _weight_scales(arts["static"].path)       # per-channel by default on this path too
+    assert len(ws) == 5 and all(n == ch > 1 for _, n, ch in ws), ws
+
+
+def test_torch_transformer_dynamic_through_litert_torch(tmp_path):
+    """litert-torch dynamic on the tiny Transformer: every Linear (attention projections included)
+    becomes a dynamic-range FULLY_CONNECTED; the attention matmuls of activations stay float."""
+    pytest.importorskip("litert_torch", reason="needs litert-torch (the 'tflite' extra)")
+    from host.models.torch_source import import_callable
+
+    factory = "tests.models_for_tests:tiny_transformer"
+    src = load_source(factory)
+    art = TFLiteConverter().quantize(QuantizeRequest(source=src, method="dynamic", out_dir=tmp_path,
+                                                     extra={"check_samples": 50}))
+    m = art.manifest
+    agr = m.checks["agreement"]
+    assert agr["data"] == "random-normal" and agr["top1_agreement"] >= 0.95 and agr["cosine"] >= 0.999, agr
+    ops = m.checks["ops_by_precision"]
+    assert ops["dynamic-int8"] == {"FULLY_CONNECTED": 9}, ops     # 2 x (qkv, out, ff1, ff2) + head
+    assert "FULLY_CONNECTED" not in ops["fp32"] and ops["fp32"]["BATCH_MATMUL"] == 4, ops
+    assert m.precision == "dynamic-int8" and m.checks["warnings"] == []
+    assert m.inputs[0].shape == [1, 16, 64] and m.engine["converter"] == "litert-torch"
+    fp32_bytes = 4 * sum(p.numel() for p in import_callable(factory)().parameters())
+    assert art.path.stat().st_size * 2 <= fp32_bytes      # ~2.5x: LayerNorms, biases, scales stay float
 
 
 def test_impossible_pairs_and_missing_data_are_one_line_errors(keras_file, data, tmp_path):

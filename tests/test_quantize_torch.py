@@ -46,6 +46,41 @@ def float_heavy_ops(r: dict) -> list[str]:
     return [op for op in r["checks"]["ops_by_precision"].get("fp32", {}) if is_heavy_op(op)]
 
 
+def ptl_weight_qschemes(path: str, engine: str = "x86") -> dict[str, object]:
+    """{module: qscheme} of every quantized conv/linear weight, read from the .ptl itself (torch.jit.load
+    reads the TorchScript half of the lite-interpreter zip; packed params re-pack under `engine`)."""
+    from host.quantize.torch_mobile import quantized_engine
+
+    out: dict[str, object] = {}
+    with quantized_engine(engine):
+        for name, sub in torch.jit.load(path).named_modules():
+            packed = getattr(sub, "_packed_params", None)
+            if not isinstance(packed, torch.ScriptObject):
+                continue
+            conv = "Conv2dPackedParams" in packed._type().qualified_name()
+            unpack = torch.ops.quantized.conv2d_unpack if conv else torch.ops.quantized.linear_unpack
+            out[f"{name} ({'conv' if conv else 'linear'})"] = unpack(packed)[0].qscheme()
+    return out
+
+
+def onnx_weight_scales(path: str) -> dict[str, np.ndarray]:
+    """{weight: scale} of every int8 weight initializer behind a DequantizeLinear in a Q/DQ ONNX."""
+    import onnx
+    from onnx import numpy_helper
+
+    g = onnx.load(path).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    return {n.input[0]: inits[n.input[1]] for n in g.node
+            if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].ndim >= 2}
+
+
+def fp32_weight_bytes(factory: str) -> int:
+    """Bytes of the source model's fp32 parameters: the baseline an int8 artifact must shrink."""
+    from host.models.torch_source import import_callable
+
+    return 4 * sum(p.numel() for p in import_callable(factory)().parameters())
+
+
 # -- pytorch (.ptl) -----------------------------------------------------------------------------------
 
 @needs_fashion
@@ -79,6 +114,10 @@ def test_pytorch_every_method_on_small_cnn(capsys, tmp_path: Path) -> None:
     assert m.source["kind"] == "torch" and len(m.source["sha256"]) == 64
     assert m.tool_versions["torch"].startswith("2.13") and m.conversion_s > 0
     assert Path(r["static"]["path"]).name == "small_cnn_trained-pytorch-static.ptl"
+    # per-channel (the default) is in the file, not only in the manifest: 3 convs + 2 linears
+    qs = ptl_weight_qschemes(r["static"]["path"])
+    assert len(qs) == 5 and sum("conv" in k for k in qs) == 3, qs
+    assert set(qs.values()) == {torch.per_channel_affine}, qs
     assert load_artifact(r["qat"]["path"]).manifest.calibration["history"][0]["epoch"] == 1
 
 
@@ -92,6 +131,45 @@ def test_pytorch_static_for_arm_uses_qnnpack_and_percentile(capsys, tmp_path: Pa
     assert m.engine["quantized_engine"] == "qnnpack"
     assert m.calibration["observer"].startswith("PercentileObserver") and m.calibration["per_channel"] is False
     assert agreement(res[0])["top1_agreement"] >= 0.95
+    qs = ptl_weight_qschemes(res[0]["path"], "qnnpack")
+    assert len(qs) == 3 and set(qs.values()) == {torch.per_tensor_affine}, qs
+
+
+@needs_fashion
+def test_pytorch_static_ptl_holds_weights_once_and_honours_per_tensor(capsys, tmp_path: Path) -> None:
+    """What the int8 ResNet-8 .ptl holds. Its int8 weights are 77 KB, the file ~160 KB: the rest is a
+    fixed ~80 KB of per-module TorchScript code, its debug ranges, bytecode and zip records (one class
+    per quantized module), not duplicated weights; the 1.2 M-param ResNet-8 reaches 3.7x vs fp32."""
+    import zipfile
+
+    model = "tests.models_for_tests:resnet8"
+    common = ("--model", model, "--platform", "pytorch", "--calib", "fashion-mnist", "--calib-samples", "32",
+              "--check-samples", "20")
+    rc, res, err = quantize(capsys, *common, "--method", "fp32,static", "--out", str(tmp_path / "pc"))
+    assert rc == 0, err
+    r = by_method(res)
+    path = r["static"]["path"]
+    from tests.models_for_tests import resnet8
+
+    int8_weights = sum(m.weight.numel() for m in resnet8().modules()
+                       if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    with zipfile.ZipFile(path) as z:
+        entries = {i.filename.split("/", 1)[1]: i.compress_size for i in z.infolist()}
+    storages = sum(n for e, n in entries.items() if e.startswith(("data/", "constants/")))
+    # weights stored once (freezing a quantized module would store its packed weights twice)
+    assert int8_weights <= storages <= 1.15 * int8_weights, (storages, int8_weights)
+    assert not any("debug_handles" in e or "callstack_debug_map" in e for e in entries)   # no mobile debug info
+    assert r["static"]["size_bytes"] - storages < 100_000                                  # the fixed overhead
+    assert r["fp32"]["size_bytes"] / r["static"]["size_bytes"] >= 1.8
+    assert load_artifact(path).manifest.engine["serialization"] == "zip"
+    assert set(ptl_weight_qschemes(path).values()) == {torch.per_channel_affine}
+    # --per-tensor: one scale per conv weight, in the file
+    rc, res, err = quantize(capsys, *common, "--method", "static", "--per-tensor", "--out", str(tmp_path / "pt"))
+    assert rc == 0, err
+    qs = ptl_weight_qschemes(res[0]["path"])
+    assert sum("conv" in k for k in qs) == 9 and set(qs.values()) == {torch.per_tensor_affine}, qs
+    assert res[0]["size_bytes"] < r["static"]["size_bytes"]     # no per-channel scale/zero-point vectors
+    assert agreement(res[0])["cosine"] >= 0.98
 
 
 def test_pytorch_dynamic_on_transformer(capsys, tmp_path: Path) -> None:
@@ -106,6 +184,28 @@ def test_pytorch_dynamic_on_transformer(capsys, tmp_path: Path) -> None:
     # only the feed-forward Linears take int8 weights (MHA's in/out projections are not nn.Linear
     # modules quantize_dynamic may touch): a third of the weights shrink 4x, so ~1.1x smaller overall
     assert r["dynamic"]["size_bytes"] < 0.95 * r["fp32"]["size_bytes"]
+    assert r["dynamic"]["checks"]["warnings"] == []
+
+
+def test_int8_request_with_float_transformer_warns(capsys, tmp_path: Path) -> None:
+    """pytorch static on the Transformer: FX keeps nn.TransformerEncoder a float leaf module, traced as
+    fused fast-path kernels. The user is warned on stderr and the manifest records it; the artifact is
+    not smaller than the fp32 weights, which is what the warning is about."""
+    tokens = tmp_path / "tokens.npy"
+    np.save(tokens, np.random.default_rng(0).standard_normal((64, 16, 64)).astype(np.float32))
+    model = "tests.models_for_tests:tiny_transformer"
+    rc, res, err = quantize(capsys, "--model", model, "--platform", "pytorch", "--method", "static",
+                            "--calib", str(tokens), "--calib-samples", "32", "--check-samples", "32",
+                            "--out", str(tmp_path / "o"))
+    assert rc == 0, err
+    ops = res[0]["checks"]["ops_by_precision"]
+    assert ops["fp32"]["aten::_transformer_encoder_layer_fwd"] == 2 and ops["int8"] == {"quantized::linear": 1}
+    warned = [line for line in err.splitlines() if line.startswith("host quantize: warning: pytorch/static: ")]
+    assert len(warned) == 1 and "2 fused Transformer kernel(s) in float" in warned[0], err
+    m = load_artifact(res[0]["path"]).manifest
+    assert m.precision == "int8" and len(m.checks["warnings"]) == 1
+    assert warned[0].endswith(m.checks["warnings"][0]) and "--method dynamic" in m.checks["warnings"][0]
+    assert m.size_bytes > 0.9 * fp32_weight_bytes(model)
 
 
 @needs_fashion
@@ -153,6 +253,50 @@ def test_executorch_qat_on_mlp(capsys, tmp_path: Path) -> None:
     assert res[0]["precision"] == "int8"
 
 
+@pytest.mark.slow   # ~30 s: torchao's conv-bn QAT folding exports ~130 pattern graphs (none for an MLP)
+@needs_fashion
+def test_executorch_qat_on_small_cnn(capsys, tmp_path: Path) -> None:
+    pytest.importorskip("executorch", reason="needs the 'executorch' extra")
+    rc, res, err = quantize(capsys, "--model", CNN, "--platform", "executorch", "--method", "qat",
+                            "--train", "fashion-mnist", "--train-samples", "64", "--check-samples", "100",
+                            "--out", str(tmp_path))
+    assert rc == 0, err
+    r = res[0]
+    assert r["precision"] == "int8" and r["checks"]["warnings"] == []
+    assert agreement(r)["top1_agreement"] >= 0.85 and agreement(r)["cosine"] >= 0.97
+    assert r["checks"]["ops_by_precision"]["int8"]["aten.conv2d.default"] == 3 and float_heavy_ops(r) == []
+    assert r["checks"]["delegation"]["ops_outside_delegate"] == {}
+    assert fp32_weight_bytes(CNN) / r["size_bytes"] >= 3.0
+    assert load_artifact(r["path"]).manifest.calibration["history"][0]["epoch"] == 1
+
+
+@needs_fashion
+def test_mlp_on_pytorch_dynamic_executorch_static_tflite_static(capsys, tmp_path: Path) -> None:
+    """One MLP, three (platform, method) pairs, each run by its own host runtime against the fp32 source."""
+    pytest.importorskip("executorch", reason="needs the 'executorch' extra")
+    pytest.importorskip("litert_torch", reason="needs litert-torch (the 'tflite' extra)")
+    pytest.importorskip("ai_edge_litert", reason="needs ai-edge-litert (the 'tflite' extra)")
+    fp32_bytes = fp32_weight_bytes(MLP)
+    results = {}
+    for platform, method in (("pytorch", "dynamic"), ("executorch", "static"), ("tflite", "static")):
+        rc, res, err = quantize(capsys, "--model", MLP, "--platform", platform, "--method", method,
+                                "--calib", "fashion-mnist", "--calib-samples", "64", "--check-samples", "100",
+                                "--out", str(tmp_path))
+        assert rc == 0, (platform, err)
+        r = res[0]
+        results[platform] = r
+        assert (r["platform"], r["method"]) == (platform, method)
+        assert agreement(r)["top1_agreement"] >= 0.95 and agreement(r)["cosine"] >= 0.999, (platform, agreement(r))
+        assert fp32_bytes / r["size_bytes"] >= 3.5, (platform, r["size_bytes"])   # 3 Linears = all weights
+        assert r["checks"]["warnings"] == [], (platform, r["checks"]["warnings"])
+    assert results["pytorch"]["checks"]["ops_by_precision"]["dynamic-int8"] == {
+        "quantized::linear_dynamic": 1, "quantized::linear_relu_dynamic": 2}
+    assert results["executorch"]["checks"]["ops_by_precision"]["int8"]["aten.linear.default"] == 3
+    assert float_heavy_ops(results["executorch"]) == [] and float_heavy_ops(results["tflite"]) == []
+    assert results["tflite"]["checks"]["ops_by_precision"]["int8"]["FULLY_CONNECTED"] == 3
+    assert load_artifact(results["tflite"]["path"]).manifest.engine["converter"] == "litert-torch"
+
+
 # -- tensorrt (Q/DQ ONNX) -----------------------------------------------------------------------------
 
 @needs_fashion
@@ -182,6 +326,10 @@ def test_tensorrt_fp32_fp16_static_then_onnx_source(capsys, tmp_path: Path) -> N
     g = onnx.load(r["static"]["path"]).graph
     zps = [numpy_helper.to_array(i) for i in g.initializer if "zero_point" in i.name]
     assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
+    # per-channel (the default): every conv weight has a scale vector, one per output channel
+    scales = onnx_weight_scales(r["static"]["path"])
+    conv_w = {k: v for k, v in scales.items() if k.startswith("features")}
+    assert len(conv_w) == 3 and all(v.ndim == 1 and v.size > 1 for v in conv_w.values()), conv_w
     # the fp32 ONNX as a source of its own
     rc, res2, err = quantize(capsys, "--model", r["fp32"]["path"], "--platform", "tensorrt", "--method", "static",
                              "--calib", "fashion-mnist", "--calib-samples", "64", "--calib-method", "percentile",
@@ -189,6 +337,19 @@ def test_tensorrt_fp32_fp16_static_then_onnx_source(capsys, tmp_path: Path) -> N
     assert rc == 0, err
     assert agreement(res2[0])["top1_agreement"] >= 0.95
     assert load_artifact(res2[0]["path"]).manifest.source["kind"] == "onnx"
+
+
+@needs_fashion
+def test_tensorrt_static_per_tensor_has_scalar_weight_scales(capsys, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime", reason="needs the 'tensorrt' or 'onnx' extra (onnxruntime)")
+    rc, res, err = quantize(capsys, "--model", CNN, "--platform", "tensorrt", "--method", "static", "--per-tensor",
+                            "--calib", "fashion-mnist", "--calib-samples", "32", "--check-samples", "50",
+                            "--out", str(tmp_path))
+    assert rc == 0, err
+    scales = onnx_weight_scales(res[0]["path"])
+    assert len(scales) >= 4 and all(v.ndim == 0 for v in scales.values()), scales   # 3 convs + the Linears
+    assert load_artifact(res[0]["path"]).manifest.calibration["weights"] == "int8 symmetric per-tensor"
+    assert agreement(res[0])["top1_agreement"] >= 0.9
 
 
 # -- other sources ------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 # Op-name fragments (lower case) of the ops that dominate compute; if these stay float in an int8
 # artifact the user gets little of the speed/size they asked for.
 HEAVY_OP_KEYS = ("conv", "matmul", "linear", "fully_connected", "gemm", "lstm", "gru", "addmm", "bmm",
-                 "mm.default", "depthwise")
+                 "mm.default", "depthwise", "scaled_dot_product_attention", "sdpa")
 FLOAT_PRECISIONS = ("fp32", "fp16", "float32", "float16", "float")
 INT8_METHODS = ("static", "qat")
 

@@ -174,7 +174,9 @@ def _convert_keras(req: QuantizeRequest, tfm: Any, shape: tuple[int, ...], path:
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8
             engine["io"] = "int8"
-        engine["per_channel"] = req.per_channel
+        # tfmot's QAT scheme quantizes conv weights per channel but Dense weights per tensor
+        engine["per_channel"] = ("conv weights only (tfmot QAT: Dense per-tensor)" if method == "qat" and req.per_channel
+                                 else req.per_channel)
     say(f"tflite {method}: converting {req.source.name} with TFLiteConverter")
     try:
         with quiet_stdout(), warnings.catch_warnings():
