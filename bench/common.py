@@ -50,10 +50,23 @@ class Agent:
         self.proc.wait(10)
 
 
+def cpu_description() -> dict:
+    """The CPU and the int8-relevant ISA extensions: int8 speed-ups depend on them more than on
+    anything else (VNNI / AMX kernels), so two results files are comparable only when these match."""
+    from agent.probes import cpu_model
+
+    try:
+        flags = next((ln.split(":", 1)[1].split() for ln in open("/proc/cpuinfo") if ln.startswith("flags")), [])
+    except OSError:
+        flags = []
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm") if f in flags]
+    return {"cpu_model": cpu_model(), "isa": isa}
+
+
 def write_result(name: str, data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     data = {"bench": name, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.machine(),
-            "cpus": os.cpu_count(), **data}
+            "cpus": os.cpu_count(), **cpu_description(), **data}
     p = RESULTS / f"{name}.json"
     p.write_text(json.dumps(data, indent=2))
     return p
