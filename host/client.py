@@ -196,7 +196,7 @@ class AgentClient:
             if result["summary"] is None:
                 if result["started"] is None or not result["samples"]:
                     raise err from e
-                result["summary"] = partial_summary(result, str(err))
+                result["summary"] = partial_summary(result)
         if result["summary"] is None:
             raise AgentError("benchmark stream ended without a summary")
         return result
@@ -222,7 +222,7 @@ class AgentClient:
             raise _rpc_error(self.address, e, "inference") from e
 
 
-def partial_summary(result: dict[str, Any], why: str) -> dict[str, Any]:
+def partial_summary(result: dict[str, Any]) -> dict[str, Any]:
     """A summary computed on the host from the steady-state samples that arrived before the link
     broke, with the same statistics the agent uses; flagged so no reader takes it for a full run."""
     from agent.bench import summarize

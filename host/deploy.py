@@ -98,7 +98,7 @@ def stand_in_flags(m: Any, runtime: str) -> list[str]:
 def benchmark_record(target: Target, art: Artifact, res: dict[str, Any], info: dict[str, Any],
                      settings: RunSettings) -> dict[str, Any]:
     s, st, m = res["summary"], res["started"], art.manifest
-    s["flags"] = list(s["flags"]) + stand_in_flags(m, st["runtime"])
+    flags = list(s["flags"]) + stand_in_flags(m, st["runtime"])
     return {
         "target": target.name, "target_kind": target.kind, "device": {k: info.get(k) for k in (
             "hostname", "platform", "machine", "cpu_count", "mem_total_bytes", "agent_version", "facts")},
@@ -113,7 +113,7 @@ def benchmark_record(target: Target, art: Artifact, res: dict[str, Any], info: d
         "phases_ms": {"import": st.get("import_ms"), "load": s["load_ms"], "first": s["first_ms"],
                       "warmup": s["warmup_ms"]},
         "warmup_runs": s["warmup_runs"], "peak_rss_mb": s["peak_rss_mb"], "peak_rss_load_mb": s["peak_rss_load_mb"],
-        "env_before": st["env_before"], "env_after": s["env_after"], "flags": s["flags"],
+        "env_before": st["env_before"], "env_after": s["env_after"], "flags": flags,
         "settings": {k: v for k, v in settings.__dict__.items() if k not in ("data", "inputs", "preprocess")},
         "inputs": "user" if settings.inputs else f"random(seed={settings.seed})",
         "samples": res["samples"], "incomplete": res.get("incomplete"), "manifest": m.__dict__ | {
@@ -125,15 +125,24 @@ def deploy_target(target: Target, artifacts: list[Artifact], settings: RunSettin
                   log: Log = stderr_log, dataset: Any = None) -> list[dict[str, Any]]:
     prefix = f"[{target.name}]"
     out: list[dict[str, Any]] = []
+
+    def failed(e: Exception) -> list[dict[str, Any]]:
+        # an unreachable device fails its own rows; the other targets of the deploy carry on
+        log(f"{prefix} error: {e}")
+        return [{"target": target.name, "artifact": a.path.name, "sha256": a.manifest.sha256, "error": str(e)}
+                for a in artifacts]
+
     try:
         transport = open_transport(target)
         address = transport.connect(lambda m: log(f"{prefix} {m}"))
     except UserError as e:
-        return [{"target": target.name, "artifact": a.path.name, "sha256": a.manifest.sha256, "error": str(e)}
-                for a in artifacts]
+        return failed(e)
     try:
         with AgentClient(address, timeout=settings.timeout or 30) as client:
-            info = client.info()
+            try:
+                info = client.info()
+            except AgentError as e:
+                return failed(e)
             for art in artifacts:
                 name = art.path.name
                 try:
