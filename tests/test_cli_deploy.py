@@ -77,3 +77,20 @@ def test_non_model_pushed_fails_cleanly(env, tmp_path):
     assert r.returncode == 1
     out = json.loads(r.stdout)
     assert "not a TFLite flatbuffer" in out[0]["error"]
+
+
+def test_one_unreachable_target_does_not_sink_the_others(env, tflite_model, tmp_path):
+    tdir = Path(env["EDGEBENCH_TARGETS"])
+    tdir.mkdir(parents=True, exist_ok=True)
+    (tdir / "deadpi.toml").write_text('name = "deadpi"\nkind = "raspberry-pi"\ntransport = "ssh"\n'
+                                      'host = "127.0.0.1"\nport = 1\nuser = "pi"\n')
+    db = tmp_path / "results.sqlite"
+    r = host(env, "deploy", "--target", "local,deadpi", "--artifact", str(tflite_model), "--runs", "5",
+             "--min-seconds", "0", "--max-seconds", "1", "--db", str(db), "--json")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    by_target = {res["target"]: res for res in json.loads(r.stdout)}
+    assert by_target["local"]["runs"] >= 5 and "error" not in by_target["local"]
+    assert "deadpi" in by_target and "127.0.0.1:1" in by_target["deadpi"]["error"]
+    from host.results.store import ResultStore
+
+    assert [s["target"] for s in ResultStore(db).benchmarks()] == ["local"]
