@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+LEGACY := .venv-legacy
 STAMP := $(VENV)/.setup-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 APT_PACKAGES := adb openssh-server iproute2 nftables dataset-fashion-mnist chromium
 export TF_CPP_MIN_LOG_LEVEL := 3
@@ -27,6 +28,9 @@ $(STAMP):
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[host,dev]'
+	@# tflite-runtime (older Raspberry Pi OS images) needs numpy<2, so it gets a venv of its own for its test
+	@test -x $(LEGACY)/bin/python || $(PY) -m venv $(LEGACY)
+	$(LEGACY)/bin/pip install -q 'numpy<2' 'tflite-runtime==2.14.0'
 	@rm -f $(VENV)/.setup-*; touch $@
 	@echo "setup: done ($(VENV))"
 
@@ -61,4 +65,4 @@ lint: setup
 	$(BIN)/ruff check host agent tests bench
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(LEGACY) build dist *.egg-info

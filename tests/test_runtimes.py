@@ -145,7 +145,9 @@ def test_tflite_runtime_runs_or_says_which_extra(tflite_models: dict) -> None:
     np.testing.assert_allclose(_run_all(r, X_NHWC), tflite_models["ref"], atol=1e-4, rtol=1e-4)
 
 
-LEGACY_PY = os.environ.get("EDGEBENCH_LEGACY_PYTHON", "")
+# `make setup` builds .venv-legacy (numpy<2 + tflite-runtime 2.14, as on older Raspberry Pi OS images)
+_LEGACY_VENV = ROOT / ".venv-legacy" / "bin" / "python"
+LEGACY_PY = os.environ.get("EDGEBENCH_LEGACY_PYTHON", str(_LEGACY_VENV) if _LEGACY_VENV.exists() else "")
 LEGACY_SCRIPT = """
 import json, sys
 import numpy as np
@@ -165,8 +167,8 @@ print(json.dumps(out))
 
 @needs_tf
 @needs_litert
-@pytest.mark.skipif(not LEGACY_PY, reason="set EDGEBENCH_LEGACY_PYTHON to a Python with tflite-runtime and numpy<2 "
-                    "(extra: tflite-legacy), e.g. a python3.9 venv as on Raspberry Pi OS bullseye")
+@pytest.mark.skipif(not LEGACY_PY, reason="needs .venv-legacy (make setup) or EDGEBENCH_LEGACY_PYTHON: a Python with tflite-runtime "
+                    "and numpy<2 (extra: tflite-legacy), as on Raspberry Pi OS bullseye")
 def test_tflite_runtime_in_legacy_python_matches_litert(tflite_models: dict, tmp_path: Path) -> None:
     from agent.runtimes.tflite import LiteRTRunner
     litert = {k: _load(LiteRTRunner, tflite_models[k], threads=1) for k in ("fp32", "int8")}
