@@ -240,7 +240,7 @@ def test_drop_needs_the_same_exam_and_fronts_never_mix_models(tmp_path):
     dev = rep["devices"]["pi4"]
     assert dev["board"].startswith("Raspberry Pi 4") and dev["governors"] == ["ondemand"]
     assert dev["temp_range_c"] == [48.0, 61.5] and (dev["flagged"], dev["runs"]) == (1, 3)
-    assert "pi4: Raspberry Pi 4 Model B Rev 1.4; 4 cores aarch64; governor ondemand; 48-62 °C; 1/3 runs flagged" in html
+    assert "pi4: Raspberry Pi 4 Model B Rev 1.4; 4 cores aarch64; governor ondemand; 48-62 °C; device state flagged in 1/3 runs" in html
     assert "pi4 / classifier: top1 vs latency" in html and "pi4 / detector: map50_95 vs latency" in html
     store.close()
 

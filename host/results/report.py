@@ -184,6 +184,11 @@ def best_per_device(rows: list[dict[str, Any]], max_drop: float) -> dict[str, di
     return best
 
 
+# flags about the device's state during a run (agent/probes.py), not about the artifact or the statistics
+DEVICE_STATE_FLAGS = ("freq-changed", "governor-changed", "temp-rose", "hot", "throttled", "power-mode-changed",
+                      "gpu-freq-changed", "busy", "emulated")
+
+
 def device_summary(benchmarks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per target, what the device is and the state it was measured in: its facts from the latest
     run, and across all runs the governors seen, the temperature range and how many runs were flagged."""
@@ -197,7 +202,7 @@ def device_summary(benchmarks: list[dict[str, Any]]) -> dict[str, dict[str, Any]
                       "ro.product.model"), "agent_version": dev.get("agent_version"),
                   "jetson_power_mode": facts.get("jetson_power_mode"), "emulated": facts.get("emulated")})
         d["runs"] += 1
-        d["flagged"] += bool(b.get("flags"))
+        d["flagged"] += any(f.startswith(DEVICE_STATE_FLAGS) for f in b.get("flags") or [])
         for env in (b.get("env_before") or {}, b.get("env_after") or {}):
             if env.get("governor"):
                 d["governors"].add(env["governor"])
@@ -219,7 +224,7 @@ def device_line(name: str, d: dict[str, Any]) -> str:
                  else "no thermal zones")
     if d.get("jetson_power_mode"):
         parts.append(f"power mode {d['jetson_power_mode']}")
-    parts.append(f"{d['flagged']}/{d['runs']} runs flagged; agent {d.get('agent_version') or '?'}")
+    parts.append(f"device state flagged in {d['flagged']}/{d['runs']} runs; agent {d.get('agent_version') or '?'}")
     return f"{name}: " + "; ".join(parts)
 
 
