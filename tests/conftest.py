@@ -19,6 +19,28 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def echo_server() -> socket.socket:
+    """A loopback TCP server that echoes what it gets (for tunnel and forward tests); close() stops it."""
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+
+    def serve() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            with c:
+                while chunk := c.recv(65536):
+                    c.sendall(chunk)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from host.targets import Target
+from tests.conftest import echo_server
 
 HERE = Path(__file__).resolve().parent
 ADB = shutil.which("adb")
@@ -132,25 +133,6 @@ def test_push_and_pull_roundtrip_over_several_payloads(device, tmp_path):
     assert r.returncode != 0 and b"does not exist" in r.stdout + r.stderr
 
 
-def _echo_server() -> tuple[socket.socket, int]:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(4)
-
-    def serve() -> None:
-        while True:
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            with c:
-                while data := c.recv(65536):
-                    c.sendall(data)
-
-    threading.Thread(target=serve, daemon=True).start()
-    return srv, srv.getsockname()[1]
-
-
 def _roundtrip(port: int, payload: bytes) -> bytes:
     # no half-close: adb closes the whole stream when one side shuts down writing
     with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
@@ -162,7 +144,8 @@ def _roundtrip(port: int, payload: bytes) -> bytes:
 
 
 def test_forward_and_reverse_carry_bytes_both_ways(device):
-    srv, port = _echo_server()
+    srv = echo_server()
+    port = srv.getsockname()[1]
     payload = os.urandom(2 * 1024 * 1024)
     try:
         r = adb(device, "forward", "tcp:0", f"tcp:{port}")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from host.targets import Target
+from tests.conftest import echo_server
 from tests.sshd_fixture import Sshd, sshd_skip_reason
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(sshd_skip_reason() is not None, reason=str(sshd_skip_reason()))]
@@ -106,25 +107,6 @@ def test_exec_sftp_and_tunnel(sshd, tmp_path):
         t.close()
 
 
-def _echo_server() -> socket.socket:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-
-    def serve() -> None:
-        while True:
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            with c:
-                while chunk := c.recv(65536):
-                    c.sendall(chunk)
-
-    threading.Thread(target=serve, daemon=True).start()
-    return srv
-
-
 def _echo_through(port: int, payload: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
         c.sendall(payload)
@@ -138,7 +120,7 @@ def test_tunnel_reopens_a_dropped_session(sshd, tmp_path):
     from host.transports.ssh import SSHTransport, _Forwarder
 
     t = SSHTransport(_target(sshd, tmp_path / "dev"))
-    srv = _echo_server()
+    srv = echo_server()
     port = srv.getsockname()[1]
     fwd = _Forwarder(t._ssh().get_transport(), port, reconnect=lambda: t._ssh().get_transport())
     stuck = _Forwarder(t._ssh().get_transport(), port)          # the same, but with no way to reconnect
