@@ -427,3 +427,41 @@ def test_onnx_source_cannot_become_pytorch_mobile(capsys, tmp_path: Path) -> Non
     torch.onnx.export(mlp(), (torch.zeros(1, 1, 28, 28),), str(path), dynamo=False)
     line = _one_line_error(capsys, "--model", str(path), "--platform", "pytorch", "--out", str(tmp_path / "o"))
     assert "onnx model cannot become PyTorch Mobile" in line
+
+
+def test_image_folder_calibration_with_a_preprocess_spec(capsys, tmp_path: Path, agent) -> None:
+    """--calib DIR --preprocess: grey 32x32 PNGs resized to the model's 28x28, normalised as Fashion-MNIST;
+    the spec is what the manifest records, and what host eval compares its data against."""
+    from PIL import Image
+
+    from host.data.datasets import fashion_mnist
+
+    imgs = fashion_mnist("train", limit=60)
+    for i, (x, y) in enumerate(zip(imgs.x, imgs.y)):
+        d = tmp_path / "imgs" / imgs.classes[int(y)].replace("/", "-")
+        d.mkdir(parents=True, exist_ok=True)
+        px = np.clip((x[0] * 0.3530 + 0.2860) * 255, 0, 255).astype(np.uint8)   # back to stored pixels
+        Image.fromarray(px, "L").resize((32, 32)).save(d / f"{i}.png")
+    spec = "resize=28x28,channels=1,mean=0.2860,std=0.3530"
+    rc, res, err = quantize(capsys, "--model", CNN, "--platform", "pytorch", "--method", "static",
+                            "--calib", str(tmp_path / "imgs"), "--preprocess", spec, "--calib-samples", "40",
+                            "--check-samples", "20", "--out", str(tmp_path / "a"))
+    assert rc == 0, err
+    pp = load_artifact(res[0]["path"]).manifest.preprocessing
+    assert pp["resize"] == [28, 28] and pp["channels"] == 1 and pp["mean"] == [0.286] and pp["std"] == [0.353]
+    assert pp["dataset"].startswith("folder:") and agreement(res[0])["top1_agreement"] >= 0.9
+    # scored on the device with data normalised otherwise: the record (and the log) say so
+    from host.client import AgentClient
+    from host.eval import evaluate, load_eval_data
+    from host.targets import Target
+
+    art, said = load_artifact(res[0]["path"]), []
+    with AgentClient(agent.address) as c:
+        c.push(art.path, art.manifest.sha256, art.manifest.format, art.manifest.to_json())
+        rec = evaluate(c, Target(name="t"), art, load_eval_data(str(tmp_path / "imgs"), 30, "resize=28x28,channels=1"),
+                       30, log=said.append)
+    assert [m.split(":")[0] for m in rec["preprocess_mismatch"]] == ["mean", "std"]
+    assert any("preprocessed differently" in m for m in said) and rec["runtime"]["name"] == "torch-mobile"
+    rc, _, err = quantize(capsys, "--model", CNN, "--platform", "pytorch", "--method", "static",
+                          "--calib", str(tmp_path / "imgs"), "--preprocess", "resize=big", "--out", str(tmp_path / "b"))
+    assert rc == 2 and "bad --preprocess part 'resize=big'" in err
