@@ -4,7 +4,6 @@ zones (this VM has neither), and the flags compare() raises for before/after pai
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -12,18 +11,15 @@ import pytest
 from agent import probes
 
 
-def test_snapshot_of_this_box_has_the_basics_and_is_fast() -> None:
-    probes.snapshot()  # first call pays for imports/which() lookups
-    t0 = time.perf_counter()
+def test_snapshot_of_this_box_has_the_basics() -> None:
+    # (its cost, which lands before and after every benchmark, is measured by make bench: agent_overhead)
     snap = probes.snapshot()
-    elapsed_ms = (time.perf_counter() - t0) * 1000
     for key in ("time", "cpu_model", "cores", "python", "loadavg", "mem_total_mb", "mem_available_mb", "rss_mb",
                 "peak_rss_mb", "probe_ms"):
         assert key in snap, key
     assert snap["cores"] >= 1 and len(snap["loadavg"]) == 3
     assert 0 < snap["mem_available_mb"] <= snap["mem_total_mb"]
     assert 1 < snap["rss_mb"] < 4096 and snap["cpu_model"]
-    assert elapsed_ms < 500, elapsed_ms  # generous: a shared 2-core box; typical is a few ms
     json.dumps(snap)  # travels as env_json
 
 
