@@ -88,21 +88,21 @@ def run_onnx(path: Path, x: np.ndarray) -> tuple[np.ndarray, Any]:
     return out, sess
 
 
-def fp16_outputs(path: Path, x: np.ndarray, tmp: Path) -> np.ndarray:
+def fp16_outputs(path: Path, x: np.ndarray) -> np.ndarray:
     """Outputs of an fp16 copy of the graph (float I/O kept), the nearest the host gets to a TensorRT
     fp16 engine without one. A graph ONNX Runtime cannot run in fp16 is a one-line error."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    half = tmp / f"{path.stem}.fp16-check.onnx"
-    try:
-        onnx.save(convert_float_to_float16(onnx.load(str(path)), keep_io_types=True), str(half))
-        return run_onnx(half, x)[0]
-    except Exception as e:
-        raise QuantizeError(f"the fp16 host check failed: {type(e).__name__}: "
-                            f"{(str(e).strip().splitlines() or [''])[0]}") from e
-    finally:
-        half.unlink(missing_ok=True)
+    # a private directory: two quantize runs at once must not share (or delete) each other's copy
+    with tempfile.TemporaryDirectory() as tmp:
+        half = Path(tmp) / f"{path.stem}.fp16.onnx"
+        try:
+            onnx.save(convert_float_to_float16(onnx.load(str(path)), keep_io_types=True), str(half))
+            return run_onnx(half, x)[0]
+        except Exception as e:
+            raise QuantizeError(f"the fp16 host check failed: {type(e).__name__}: "
+                                f"{(str(e).strip().splitlines() or [''])[0]}") from e
 
 
 class TensorRTConverter(Converter):
@@ -147,7 +147,7 @@ class TensorRTConverter(Converter):
         stand_in = "onnxruntime CPUExecutionProvider (host stand-in; the TensorRT engine is built on the device)"
         if req.method == "fp16":
             # the artifact is the fp32 graph (fp16 is a build flag); check what fp16 arithmetic does to it
-            out, stand_in = fp16_outputs(path, x, Path(tempfile.gettempdir())), stand_in + ", on an fp16 copy"
+            out, stand_in = fp16_outputs(path, x), stand_in + ", on an fp16 copy"
         agreement = checks.compare_outputs(checks.source_reference(src, x), out, src.task)
         agreement["data"] = check_src
         chk = checks.finish_checks(agreement, ops_by_precision(model), req.method)
