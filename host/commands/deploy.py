@@ -11,29 +11,43 @@ from host.results.store import ResultStore
 from host.targets import get_target
 
 JSON_KEYS = ("artifact", "sha256", "target", "model_name", "platform", "method", "precision", "size_bytes",
-             "runtime", "delegate", "threads", "runs", "duration_s", "stop_reason", "latency_ms", "phases_ms",
+             "runtime", "delegate", "threads", "runs", "duration_s", "stop_reason", "latency_ms", "phases_ms", "repeats",
+             "between", "repetitions", "schedule",
              "peak_rss_mb", "peak_rss_load_mb", "env_before", "env_after", "flags", "push", "eval", "id", "incomplete",
              "error")
 
 
 def register(sub: argparse._SubParsersAction, help_: str) -> None:
     p = sub.add_parser("deploy", help=help_, description=(
-        "Push each artifact to each target (only bytes the device lacks), run the measurement protocol on the "
-        "device (load, first inference, warm-up, steady state until --runs and --min-seconds are met and the "
-        "median's 95% CI is within --target-ci, at most --max-seconds) and store every result."),
+        "Push each artifact to each target (only bytes the device lacks), then measure each one in --repeats "
+        "independent repetitions, each in a fresh worker process on the device (load, first inference, warm-up, "
+        "steady state until --runs and --min-seconds are met and the median's 95% CI is within --target-ci, at "
+        "most --max-seconds: the budget is per repetition). A target's repetitions are interleaved across its "
+        "artifacts in a seeded random order, recorded with the results. The median and its CI come from the "
+        "repetitions (between-run); the within-run CI is kept beside it; repetitions that disagree by more "
+        "than 10%% (coefficient of variation) are flagged unstable."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--target", required=True, help="target name(s), comma-separated (see host targets list)")
     p.add_argument("--artifact", action="append", required=True,
                    help="artifact file, or a directory of artifacts with manifests; repeatable")
     p.add_argument("--threads", type=int, default=None,
                    help="runtime threads (default: the target's `threads`, else 1; 0 = the runtime's own default)")
-    p.add_argument("--runs", type=int, default=50, help="minimum steady-state runs")
-    p.add_argument("--min-seconds", type=float, default=1.0, help="minimum steady-state duration")
-    p.add_argument("--max-seconds", type=float, default=20.0, help="maximum steady-state duration")
-    p.add_argument("--warmup", type=int, default=5, help="minimum warm-up runs")
-    p.add_argument("--warmup-seconds", type=float, default=0.2, help="minimum warm-up duration")
-    p.add_argument("--target-ci", type=float, default=1.0,
-                   help="stop once the median's 95%% CI half-width is within this many percent (0 = off)")
+    d = RunSettings()
+    p.add_argument("--repeats", type=int, default=d.repeats,
+                   help="independent repetitions per artifact (fresh worker process each; 1 = a single run, "
+                        "whose CI knows nothing of between-run variation)")
+    p.add_argument("--schedule-seed", type=int, default=d.schedule_seed,
+                   help="seed of the interleaved order of the repetitions")
+    p.add_argument("--runs", type=int, default=d.runs, help="minimum steady-state runs per repetition")
+    p.add_argument("--min-seconds", type=float, default=d.min_seconds,
+                   help="minimum steady-state duration per repetition")
+    p.add_argument("--max-seconds", type=float, default=d.max_seconds,
+                   help="maximum steady-state duration per repetition")
+    p.add_argument("--warmup", type=int, default=d.warmup_runs, help="minimum warm-up runs per repetition")
+    p.add_argument("--warmup-seconds", type=float, default=d.warmup_seconds,
+                   help="minimum warm-up duration per repetition")
+    p.add_argument("--target-ci", type=float, default=d.target_ci * 100,
+                   help="stop a repetition once its median's 95%% CI half-width is within this many percent (0 = off)")
     p.add_argument("--runtime", default="", help="force a runtime (litert, tflite-runtime, onnxruntime, ...)")
     p.add_argument("--runtime-option", action="append", default=[], metavar="KEY=VALUE",
                    help="runtime option, e.g. xnnpack=0, provider=cuda, affinity=2,3; repeatable")
@@ -68,9 +82,11 @@ def run(args: argparse.Namespace) -> int:
         opts[k.strip()] = v.strip()
     if args.runs < 1 or args.min_seconds < 0 or args.max_seconds <= 0:
         raise UserError("--runs must be >= 1, --min-seconds >= 0 and --max-seconds > 0")
+    if not 1 <= args.repeats <= 100:
+        raise UserError(f"--repeats must be between 1 and 100, got {args.repeats}")
     targets = [get_target(t.strip()) for t in args.target.split(",") if t.strip()]
     artifacts = expand_artifacts(args.artifact)
-    settings = RunSettings(threads=args.threads, runs=args.runs, min_seconds=args.min_seconds,
+    settings = RunSettings(threads=args.threads, repeats=args.repeats, schedule_seed=args.schedule_seed, runs=args.runs, min_seconds=args.min_seconds,
                            max_seconds=args.max_seconds, warmup_runs=args.warmup, warmup_seconds=args.warmup_seconds,
                            target_ci=args.target_ci / 100.0, runtime=args.runtime, runtime_options=opts,
                            timeout=args.timeout, data=args.data, data_limit=args.data_limit, seed=args.seed,
@@ -84,13 +100,17 @@ def run(args: argparse.Namespace) -> int:
         rows = []
         for r in results:
             if "error" in r:
-                rows.append([r["target"], r["artifact"], "ERROR", r["error"][:70], "", "", "", "", ""])
+                rows.append([r["target"], r["artifact"], "ERROR", r["error"][:70]] + [""] * 8)
                 continue
-            lat = r["latency_ms"]
+            lat, cv = r["latency_ms"], r["between"]["cv"]
             rows.append([r["target"], r["artifact"], f"{r['runtime']['name']} {r['runtime']['version']}",
-                         r["runs"], f"{lat['p50']:.3f}", f"[{lat['ci95'][0]:.3f}, {lat['ci95'][1]:.3f}]",
-                         f"{lat['p90']:.3f}", f"{r['peak_rss_mb']:.0f}", ",".join(r["flags"]) or "-"])
-        print_table(rows, ["target", "artifact", "runtime", "runs", "p50 ms", "95% CI", "p90 ms", "RSS MB", "flags"])
+                         f"{r['repeats']}x", r["runs"], f"{lat['p50']:.4f}",
+                         f"{lat['ci_label']} [{lat['ci'][0]:.4f}, {lat['ci'][1]:.4f}]",
+                         f"[{lat['ci_within'][0]:.4f}, {lat['ci_within'][1]:.4f}]",
+                         "-" if cv is None else f"{cv * 100:.1f}%", f"{lat['p90']:.4f}", f"{r['peak_rss_mb']:.0f}",
+                         ",".join(r["flags"]) or "-"])
+        print_table(rows, ["target", "artifact", "runtime", "reps", "runs", "p50 ms", "between-run CI",
+                           "within-run CI", "cv", "p90 ms", "RSS MB", "flags"])
         print(f"results stored in {store.path}")
     failed = any("error" in r or r.get("incomplete") or "error" in (r.get("eval") or {}) for r in results)
     return 1 if failed else 0
