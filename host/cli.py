@@ -22,6 +22,7 @@ COMMANDS = {
     "eval": "measure accuracy on the device: stream data through Infer, score on the host",
     "report": "cross-device comparison of stored results (table, csv, json, html)",
     "targets": "list, show, add and check targets (targets/*.toml)",
+    "noise": "measure a device's noise floor on a fixed reference workload (shown in reports)",
     "agent": "start, stop, inspect the agent on a target",
     "zoo": "reference models: list, train, export",
 }

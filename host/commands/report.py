@@ -15,8 +15,10 @@ FORMATS = ("table", "csv", "json", "html")
 def register(sub: argparse._SubParsersAction, help_: str) -> None:
     p = sub.add_parser("report", help=help_, description=(
         "One row per device x model x platform x method from the results database: latency p50/p90 with the "
-        "95% CI of the median, speed-up vs FP32 on the same device and runtime (Mann-Whitney U on the stored "
-        "samples says whether it is significant), accuracy measured on the device and its drop vs FP32, "
+        "CI of the median over the repetitions (between runs) and the within-run CI beside it, the between-run "
+        "coefficient of variation, speed-up vs FP32 on the same device and runtime with the CI of the ratio from "
+        "the paired, interleaved repetitions (significant only beyond the device's noise floor, see host noise), "
+        "accuracy measured on the device and its drop vs FP32, "
         "artifact size, load time, peak memory and device-state flags. The HTML format is one self-contained "
         "file with latency distributions, accuracy vs latency with the Pareto front, size by method, and the "
         "best choice per device within --max-drop."),
@@ -58,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
     text = render(rep, fmt)
     out = args.out or ("report.html" if fmt == "html" else None)
     if out:
-        Path(out).write_text(text)
+        try:
+            Path(out).write_text(text)
+        except OSError as e:
+            raise UserError(f"cannot write the report to {out}: {e.strerror or e} (does its directory exist?)") from e
         print(f"report: {len(rep['rows'])} rows -> {Path(out).resolve()}", file=sys.stderr)
         if fmt == "table":
             print(text)

@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from host.results import svg
-from host.results.report import ALPHA, MIN_EFFECT, device_line, front_key, table_rows
+from host.results.report import SIGNIFICANCE_NOTE, device_line, front_key, table_rows
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222;max-width:1400px}
@@ -23,6 +23,10 @@ tr.pareto td:first-child{border-left:3px solid #444}
 .plots{display:flex;flex-wrap:wrap;gap:16px} .note{color:#666;font-size:12px}
 .best-list li{margin:4px 0} .flag{color:#b00}
 """
+
+
+# table cells a reader (and the report test) can find by class: the two CIs kept side by side
+_CELL_CLASS = {"p50 CI (between runs)": "ci-between", "within-run CI": "ci-within", "speed-up [CI]": "speedup"}
 
 
 def _label(r: dict[str, Any]) -> str:
@@ -39,9 +43,7 @@ def render_html(rep: dict[str, Any]) -> str:
              "<h1>edgebench: accuracy vs latency per device</h1>",
              f'<p class="note">generated {time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}; '
              f"{len(rows)} rows on {len(targets)} device(s); accuracy budget {rep['max_drop']:g} percentage points; "
-             f"speed-ups are vs FP32 on the same device and runtime, * = significant (Mann-Whitney U, p &lt; {ALPHA}, "
-             f"and more than {MIN_EFFECT:.0%} apart), "
-             "ns = not significant, ? = unreliable (a median's CI was not reached, see flags).</p>"]
+             f"{escape(SIGNIFICANCE_NOTE)}.</p>"]
     parts.append('<h2>Best choice per device</h2><ul class="best-list" id="best">')
     if rep["best"]:
         for key, b in rep["best"].items():
@@ -63,7 +65,8 @@ def render_html(rep: dict[str, Any]) -> str:
                                        ("pareto", r.get("pareto"))) if on)
         tds = []
         for h, c in zip(header, cells):
-            klass = ' class="flag"' if h == "flags" and c != "-" else ""
+            klass = ' class="flag"' if h == "flags" and c != "-" else (
+                f' class="{_CELL_CLASS[h]}"' if h in _CELL_CLASS else "")
             tds.append(f"<td{klass}>{escape(c)}</td>")
         parts.append(f'<tr class="{cls}">' + "".join(tds) + "</tr>")
     parts.append("</tbody></table>")

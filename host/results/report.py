@@ -1,8 +1,9 @@
 """Cross-device comparison of stored results: one row per device x model x platform x method.
 
-For every row: latency p50/p90 with the 95% CI of the median, speed-up vs the FP32 artifact of the
-same model on the same device and runtime (with a Mann-Whitney U test on the stored samples, or CI
-overlap when samples are missing), accuracy and its drop vs FP32 (percentage points), size, load
+For every row: latency p50/p90 with the between-run CI of the median (over the repetitions) and the
+within-run CI beside it, the between-run coefficient of variation, speed-up vs the FP32 artifact of the
+same model on the same device and runtime with the CI of the ratio from the paired, interleaved
+repetitions (host.results.speedups), accuracy and its drop vs FP32 (percentage points), size, load
 time, peak memory and the device-state flags the agent raised. `best_per_device` names the fastest
 row whose accuracy drop is within the budget; `pareto_front` the rows no other row beats on both
 latency and accuracy. Renderers: table, csv, json (here) and html (host.results.html_report).
@@ -14,12 +15,22 @@ import csv
 import io
 import json
 import math
+import time
 from typing import Any, Optional
 
+from host.results.speedups import compare
+from host.stats.paired import MIN_EFFECT
 from host.zoo.models import HEADLINE
 
-ALPHA = 0.01        # significance level of the speed-up test
-MIN_EFFECT = 0.03   # speed-ups within 3% of 1.0 are not called significant: drift between runs is that large
+__all__ = ["MIN_EFFECT", "build_report", "render", "SIGNIFICANCE_NOTE"]
+
+SIGNIFICANCE_NOTE = (
+    "speed-up = FP32 p50 / this p50 on the same device and runtime, with the CI of the ratio from the rounds both "
+    "ran in one interleaved deploy; * = significant (the whole CI is beyond the device's noise floor, at least "
+    f"{MIN_EFFECT:.0%}), ns = not significant (the CI includes 1 or reaches into the noise floor), no mark = one "
+    "repetition on a side (no between-run information), ? = unreliable (repetitions disagree: unstable, or a median "
+    "never settled: ci-not-reached); p50 CI = over the repetitions (between-run), within = one run's sampling "
+    "noise only; a CI named 'range' is min..max, with its real level")
 
 
 def _runtime_name(rec: dict[str, Any]) -> str:
@@ -39,18 +50,6 @@ def headline(task: str, metrics: dict[str, Any]) -> tuple[str, Optional[float]]:
     return name, (float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None)
 
 
-def mann_whitney(a: list[float], b: list[float]) -> Optional[float]:
-    """Two-sided p-value that two latency sample sets come from the same distribution (None when
-    either has fewer than 5 samples or scipy is missing)."""
-    if len(a) < 5 or len(b) < 5:
-        return None
-    try:
-        from scipy.stats import mannwhitneyu
-    except ImportError:
-        return None
-    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
-
-
 def _latest(recs: list[dict[str, Any]], key) -> dict[Any, dict[str, Any]]:
     out: dict[Any, dict[str, Any]] = {}
     for r in sorted(recs, key=lambda r: (r.get("created") or 0, r.get("id") or 0)):
@@ -58,7 +57,8 @@ def _latest(recs: list[dict[str, Any]], key) -> dict[Any, dict[str, Any]]:
     return out
 
 
-def build_rows(benchmarks: list[dict[str, Any]], evals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def build_rows(benchmarks: list[dict[str, Any]], evals: list[dict[str, Any]],
+               noise_by_target: Optional[dict[str, dict[str, Any]]] = None) -> list[dict[str, Any]]:
     """Join the latest benchmark per (target, artifact, method, runtime, threads) with the latest
     eval of the same artifact and method on the same target; eval-only artifacts get rows without latency."""
     # the method is part of the key: two methods can give byte-identical files (TensorRT fp16 is an
@@ -79,7 +79,7 @@ def build_rows(benchmarks: list[dict[str, Any]], evals: list[dict[str, Any]]) ->
     for k, e in ev_by.items():
         if k not in used:
             rows.append(_row(None, e))
-    _compare(rows)
+    compare(rows, noise_by_target or {})
     rows.sort(key=lambda r: (r["target"], r["model_name"], r["platform"], r["method"] != "fp32", r["method"],
                              r["precision"]))
     return rows
@@ -92,7 +92,14 @@ def _row(b: Optional[dict[str, Any]], e: Optional[dict[str, Any]]) -> dict[str, 
     phases = (b or {}).get("phases_ms") or {}
     task = src.get("task") or man.get("task") or "classification"
     metric, acc = headline(task, (e or {}).get("metrics") or {})
-    ci = lat.get("ci95") or [None, None]
+    b_ = b or {}
+    runs = b_.get("runs") or 0
+    # a record from before repetitions (one run) has only the within-run CI, stored as ci95
+    within = lat.get("ci_within") or lat.get("ci95") or [None, None]
+    within_label = lat.get("ci_within_label") or ("95% CI" if runs >= 6 else "range")
+    ci = lat.get("ci") or within
+    sched = (b_.get("schedule") or {}).get("id", b_.get("id"))
+    between = b_.get("between") or {}
     return {
         "target": src.get("target", ""), "target_kind": (b or {}).get("target_kind", ""),
         "model_name": src.get("model_name", ""), "platform": src.get("platform", ""),
@@ -103,7 +110,10 @@ def _row(b: Optional[dict[str, Any]], e: Optional[dict[str, Any]]) -> dict[str, 
         "runtime_version": _runtime_version(b or e or {}), "delegate": (b or {}).get("delegate", ""),
         "threads": (b or {}).get("threads"), "runs": (b or {}).get("runs"),
         "p50": lat.get("p50"), "p90": lat.get("p90"), "p99": lat.get("p99"), "mean": lat.get("mean"),
-        "ci_lo": ci[0], "ci_hi": ci[1],
+        "ci_lo": ci[0], "ci_hi": ci[1], "ci_label": lat.get("ci_label") or within_label,
+        "ci_within": within, "ci_within_label": within_label, "repeats": b_.get("repeats") or 1,
+        "cv": between.get("cv"),
+        "rep_rounds": {(sched, rep["round"]): rep["p50"] for rep in b_.get("repetitions") or []},
         "size_bytes": src.get("size_bytes") or man.get("size_bytes"),
         "load_ms": phases.get("load"), "first_ms": phases.get("first"), "peak_rss_mb": (b or {}).get("peak_rss_mb"),
         "flags": list((b or {}).get("flags") or []),
@@ -112,51 +122,10 @@ def _row(b: Optional[dict[str, Any]], e: Optional[dict[str, Any]]) -> dict[str, 
         "samples": list((b or {}).get("samples") or []),
         "benchmark_id": (b or {}).get("id"), "eval_id": (e or {}).get("id"),
         # filled by _compare
-        "baseline": None, "speedup": None, "p_value": None, "ci_overlap": None, "significant": None,
-        "unstable": False, "acc_drop": None,
+        "baseline": None, "speedup": None, "speedup_ci": None, "speedup_ci_lo": None, "speedup_ci_hi": None,
+        "speedup_ci_label": "", "paired_rounds": 0,
+        "significant": None, "unstable": False, "acc_drop": None, "acc_baseline": None, "noise_floor": None,
     }
-
-
-def _baseline(row: dict[str, Any], rows: list[dict[str, Any]], need: str) -> Optional[dict[str, Any]]:
-    """The FP32 row for `row`: same device, model and platform, and (for latency) the same runtime
-    and threads; for accuracy, the same data set and sample count (else the drop compares two
-    different exams), with any FP32 evaluation of the model on the device as a fallback."""
-    fp32 = [r for r in rows if r["method"] == "fp32" and r["target"] == row["target"]
-            and r["model_name"] == row["model_name"] and r[need] is not None]
-    if need == "accuracy":
-        fp32 = [r for r in fp32 if (r["dataset"], r["eval_n"]) == (row["dataset"], row["eval_n"])]
-    same = [r for r in fp32 if r["platform"] == row["platform"]]
-    if need == "p50":
-        same = [r for r in same if r["runtime"] == row["runtime"] and r["threads"] == row["threads"]]
-        return same[0] if same else None
-    return (same or fp32 or [None])[0]
-
-
-def _compare(rows: list[dict[str, Any]]) -> None:
-    for r in rows:
-        base = _baseline(r, rows, "p50") if r["p50"] is not None else None
-        if base is not None and r["p50"]:
-            r["baseline"] = base["artifact"]
-            r["speedup"] = base["p50"] / r["p50"]
-            if base is not r:
-                overlap = None
-                if None not in (r["ci_lo"], r["ci_hi"], base["ci_lo"], base["ci_hi"]):
-                    overlap = not (r["ci_hi"] < base["ci_lo"] or base["ci_hi"] < r["ci_lo"])
-                r["ci_overlap"] = overlap
-                r["p_value"] = mann_whitney(r["samples"], base["samples"])
-                if r["p_value"] is not None:
-                    r["significant"] = r["p_value"] < ALPHA
-                elif overlap is not None:
-                    r["significant"] = not overlap
-                if r["significant"] and abs(r["speedup"] - 1.0) < MIN_EFFECT:
-                    r["significant"] = False
-            # a side whose median never settled (the agent's ci-not-reached flag) makes the ratio unreliable
-            r["unstable"] = any(f.startswith("ci-not-reached") for f in r["flags"] + base["flags"])
-        abase = _baseline(r, rows, "accuracy") if r["accuracy"] is not None else None
-        if abase is not None:
-            r["acc_drop"] = 100.0 * (abase["accuracy"] - r["accuracy"])
-        elif r["method"] == "fp32" and r["accuracy"] is None and r["p50"] is not None:
-            r["acc_drop"] = 0.0  # FP32 is its own reference, even before it was evaluated
 
 
 def pareto_front(rows: list[dict[str, Any]]) -> list[int]:
@@ -189,7 +158,8 @@ DEVICE_STATE_FLAGS = ("freq-changed", "governor-changed", "temp-rose", "hot", "t
                       "gpu-freq-changed", "busy", "emulated")
 
 
-def device_summary(benchmarks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def device_summary(benchmarks: list[dict[str, Any]],
+                   noise: Optional[dict[str, dict[str, Any]]] = None) -> dict[str, dict[str, Any]]:
     """Per target, what the device is and the state it was measured in: its facts from the latest
     run, and across all runs the governors seen, the temperature range and how many runs were flagged."""
     out: dict[str, dict[str, Any]] = {}
@@ -212,6 +182,9 @@ def device_summary(benchmarks: list[dict[str, Any]]) -> dict[str, dict[str, Any]
         d["governors"] = sorted(d["governors"])
         temps = d.pop("temps")
         d["temp_range_c"] = [min(temps), max(temps)] if temps else None
+    for name, n in (noise or {}).items():
+        if name in out:
+            out[name]["noise"] = {k: n.get(k) for k in ("cv", "reference", "repeats", "created", "rep_medians")}
     return out
 
 
@@ -225,6 +198,13 @@ def device_line(name: str, d: dict[str, Any]) -> str:
     if d.get("jetson_power_mode"):
         parts.append(f"power mode {d['jetson_power_mode']}")
     parts.append(f"device state flagged in {d['flagged']}/{d['runs']} runs; agent {d.get('agent_version') or '?'}")
+    n = d.get("noise")
+    if n and n.get("cv") is not None:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(n["created"])) if n.get("created") else "?"
+        parts.append(f"noise floor {100 * n['cv']:.1f}% between runs of {n.get('reference') or 'the reference'} "
+                     f"({n.get('repeats')} reps, {when})")
+    else:
+        parts.append(f"noise floor not measured (host noise --target {name}; {MIN_EFFECT:.0%} assumed)")
     return f"{name}: " + "; ".join(parts)
 
 
@@ -240,7 +220,8 @@ def build_report(store: Any, target: Optional[list[str]] = None, model: Optional
     if sha256 is not None:
         benches = [b for b in benches if b.get("sha256") in sha256]
         evals = [e for e in evals if e.get("sha256") in sha256]
-    rows = build_rows(benches, evals)
+    noise = latest_noise(store, target)
+    rows = build_rows(benches, evals, noise)
     best = best_per_device(rows, max_drop)
     # one front per device and model: a detector's mAP and a classifier's top-1 share no axis
     fronts: dict[str, list[int]] = {}
@@ -250,7 +231,14 @@ def build_report(store: Any, target: Optional[list[str]] = None, model: Optional
     for i, r in enumerate(rows):
         r["pareto"] = any(i in f for f in fronts.values())
     return {"rows": rows, "best": {k: _brief(v) for k, v in best.items()}, "max_drop": max_drop,
-            "pareto": fronts, "alpha": ALPHA, "devices": device_summary(benches)}
+            "pareto": fronts, "devices": device_summary(benches, noise)}
+
+
+def latest_noise(store: Any, target: Optional[list[str]] = None) -> dict[str, dict[str, Any]]:
+    """The latest noise-floor measurement per target (host noise); stores without the table give none."""
+    if not hasattr(store, "noise"):
+        return {}
+    return _latest(store.noise(target), lambda r: r.get("target"))
 
 
 def _brief(r: dict[str, Any]) -> dict[str, Any]:
@@ -261,8 +249,9 @@ def _brief(r: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------ renderers
 
 COLUMNS = ("target", "model_name", "platform", "method", "precision", "runtime", "runtime_version", "delegate",
-           "threads", "runs", "p50", "p90", "p99", "ci_lo", "ci_hi", "speedup", "significant", "p_value",
-           "unstable", "metric", "accuracy", "acc_drop", "size_bytes", "load_ms", "first_ms", "peak_rss_mb", "flags",
+           "threads", "repeats", "runs", "p50", "p90", "p99", "ci_lo", "ci_hi", "ci_label", "cv", "speedup",
+           "speedup_ci_lo", "speedup_ci_hi", "significant", "unstable", "noise_floor", "acc_baseline", "metric",
+           "accuracy", "acc_drop", "size_bytes", "load_ms", "first_ms", "peak_rss_mb", "flags",
            "pareto", "artifact", "sha256")
 
 
@@ -276,20 +265,35 @@ def speedup_text(r: dict[str, Any]) -> str:
     if r["method"] == "fp32" and r["baseline"] == r["artifact"]:
         return "1.00x (ref)" + (" ?" if r.get("unstable") else "")
     mark = " ?" if r.get("unstable") else {True: " *", False: " ns", None: ""}[r["significant"]]
-    return f"{r['speedup']:.2f}x{mark}"
+    ci = r.get("speedup_ci")
+    ci_text = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+    return f"{r['speedup']:.2f}x{ci_text}{mark}"
+
+
+def _ci_text(lo: Any, hi: Any, label: str) -> str:
+    if lo is None or hi is None:
+        return "-"
+    return f"[{lo:.4g}, {hi:.4g}] {label}"
 
 
 def table_rows(rep: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = ["target", "model", "platform", "method", "runtime", "p50 ms [95% CI]", "p90 ms", "speed-up",
-              "accuracy", "drop pp", "size KiB", "load ms", "peak MB", "flags"]
+    header = ["target", "model", "platform", "method", "runtime", "reps", "p50 ms", "p50 CI (between runs)",
+              "within-run CI", "cv", "p90 ms", "speed-up [CI]", "accuracy", "drop pp", "size KiB", "load ms",
+              "peak MB", "flags"]
     out = []
     for r in rep["rows"]:
-        ci = f" [{r['ci_lo']:.3f}, {r['ci_hi']:.3f}]" if r["ci_lo"] is not None else ""
         acc = f"{r['metric']} {100 * r['accuracy']:.2f}%" if r["accuracy"] is not None else "-"
+        drop = _f(r["acc_drop"], "+.2f") + (f" (vs {r['acc_baseline']})" if r.get("acc_baseline") else "")
+        timed = r["p50"] is not None
+        between = _ci_text(r["ci_lo"], r["ci_hi"], r["ci_label"]) if timed and r["repeats"] >= 2 else (
+            "- (1 run)" if timed else "-")
+        within = r["ci_within"] or [None, None]
         out.append([r["target"], r["model_name"], r["platform"], f"{r['method']}/{r['precision']}",
-                    f"{r['runtime']} {r['runtime_version']}".strip() or "-",
-                    (_f(r["p50"], ".3f") + ci), _f(r["p90"], ".3f"), speedup_text(r), acc,
-                    _f(r["acc_drop"], "+.2f"), _f(None if r["size_bytes"] is None else r["size_bytes"] / 1024, ".1f"),
+                    f"{r['runtime']} {r['runtime_version']}".strip() or "-", str(r["repeats"]) if timed else "-",
+                    _f(r["p50"], ".4g"), between, _ci_text(within[0], within[1], r["ci_within_label"]),
+                    _f(None if r["cv"] is None else 100 * r["cv"], ".1f") + ("%" if r["cv"] is not None else ""),
+                    _f(r["p90"], ".4g"), speedup_text(r), acc, drop,
+                    _f(None if r["size_bytes"] is None else r["size_bytes"] / 1024, ".1f"),
                     _f(r["load_ms"], ".1f"), _f(r["peak_rss_mb"], ".0f"), ",".join(r["flags"]) or "-"])
     return header, out
 
@@ -304,9 +308,7 @@ def render_table(rep: dict[str, Any]) -> str:
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines.append("")
-    lines.append(f"speed-up vs FP32 on the same device and runtime; * = significant (Mann-Whitney p < {ALPHA} "
-                 f"and more than {MIN_EFFECT:.0%} apart), ns = not significant, ? = unreliable (a median's CI was not "
-                 "reached: see flags); drop = FP32 accuracy minus this, in percentage points")
+    lines.append(SIGNIFICANCE_NOTE + "; drop = FP32 accuracy minus this, in percentage points")
     for name, d in sorted((rep.get("devices") or {}).items()):
         lines.append("device " + device_line(name, d))
     if rep["best"]:
@@ -327,16 +329,18 @@ def render_csv(rep: dict[str, Any]) -> str:
     w = csv.writer(buf)
     w.writerow(COLUMNS)
     for r in rep["rows"]:
-        w.writerow(["|".join(r[c]) if c == "flags" else ("" if r[c] is None else r[c]) for c in COLUMNS])
+        w.writerow(["|".join(r[c]) if c == "flags" else ("" if r.get(c) is None else r[c]) for c in COLUMNS])
     return buf.getvalue()
 
 
 def render_json(rep: dict[str, Any]) -> str:
-    rows = [{c: r[c] for c in COLUMNS} | {"agreement": r["agreement"], "eval_n": r["eval_n"],
-                                          "dataset": r["dataset"], "n_samples": len(r["samples"]),
-                                          "ci_overlap": r["ci_overlap"], "baseline": r["baseline"]}
+    rows = [{c: r.get(c) for c in COLUMNS} | {"agreement": r["agreement"], "eval_n": r["eval_n"],
+                                              "dataset": r["dataset"], "n_samples": len(r["samples"]),
+                                              "ci_within": r["ci_within"], "ci_within_label": r["ci_within_label"],
+                                              "speedup_ci_label": r["speedup_ci_label"],
+                                              "paired_rounds": r["paired_rounds"], "baseline": r["baseline"]}
             for r in rep["rows"]]
-    return json.dumps({"rows": rows, "best": rep["best"], "max_drop": rep["max_drop"], "alpha": rep["alpha"],
+    return json.dumps({"rows": rows, "best": rep["best"], "max_drop": rep["max_drop"],
                        "devices": rep.get("devices", {})}, indent=2, default=str)
 
 

@@ -28,7 +28,12 @@ CREATE INDEX IF NOT EXISTS bench_target ON benchmarks(target, model_name);
 CREATE INDEX IF NOT EXISTS eval_target ON evals(target, model_name);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 INSERT OR IGNORE INTO meta VALUES ('schema', 'edgebench.results/1');
+CREATE TABLE IF NOT EXISTS noise (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL, target TEXT, cv REAL, record TEXT NOT NULL);
 """
+# Columns added after schema 1 (repetitions, issue 17): a database written before them is migrated in
+# place by adding what is missing; old rows keep NULL there and their records read as one repetition.
+_ADDED_BENCH_COLUMNS = {"repeats": "INTEGER", "schedule_id": "TEXT", "cv": "REAL"}
 
 
 class ResultStoreError(UserError):
@@ -38,32 +43,65 @@ class ResultStoreError(UserError):
 class ResultStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ResultStoreError(f"cannot create the directory of the results database {self.path} "
+                                   f"({e.strerror or e}); pass --db with a writable path") from e
         self._lock = threading.Lock()
         try:
             self.db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript(_SCHEMA)
+            self._migrate()
+        except sqlite3.OperationalError as e:
+            raise ResultStoreError(f"cannot open the results database {self.path} ({e}); pass --db with a "
+                                   "writable path") from e
         except sqlite3.DatabaseError as e:
             raise ResultStoreError(f"{self.path} is not a results database ({e}); use --db with another file") from e
+
+    def _migrate(self) -> None:
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(benchmarks)")}
+        with self.db:
+            for col, kind in _ADDED_BENCH_COLUMNS.items():
+                if col not in have:
+                    self.db.execute(f"ALTER TABLE benchmarks ADD COLUMN {col} {kind}")
 
     def close(self) -> None:
         self.db.close()
 
-    def _add(self, table: str, rec: dict[str, Any]) -> int:
+    def _add(self, table: str, rec: dict[str, Any], extra: Optional[dict[str, Any]] = None) -> int:
         rec = dict(rec)
         rec.setdefault("created", time.time())
-        cols = [rec.get(c, "") for c in _COLUMNS]
+        extra = extra or {}
+        names = [*_COLUMNS, *extra]
+        cols = [rec.get(c, "") for c in _COLUMNS] + list(extra.values())
         rt = rec.get("runtime")
         cols[_COLUMNS.index("runtime")] = rt.get("name", "") if isinstance(rt, dict) else (rt or "")
         with self._lock, self.db:
             cur = self.db.execute(
-                f"INSERT INTO {table} ({', '.join(_COLUMNS)}, record) VALUES ({', '.join('?' * len(_COLUMNS))}, ?)",
+                f"INSERT INTO {table} ({', '.join(names)}, record) VALUES ({', '.join('?' * len(names))}, ?)",
                 (*cols, json.dumps(rec, default=_jsonable)))
             return int(cur.lastrowid)
 
     def add_benchmark(self, rec: dict[str, Any]) -> int:
-        return self._add("benchmarks", rec)
+        return self._add("benchmarks", rec, {"repeats": rec.get("repeats") or 1,
+                                             "schedule_id": (rec.get("schedule") or {}).get("id"),
+                                             "cv": (rec.get("between") or {}).get("cv")})
+
+    def add_noise(self, rec: dict[str, Any]) -> int:
+        """A device's noise floor (host noise): between-run CV of a fixed reference workload."""
+        rec = dict(rec)
+        rec.setdefault("created", time.time())
+        with self._lock, self.db:
+            cur = self.db.execute("INSERT INTO noise (created, target, cv, record) VALUES (?, ?, ?, ?)",
+                                  (rec["created"], rec.get("target", ""), rec.get("cv"),
+                                   json.dumps(rec, default=_jsonable)))
+            return int(cur.lastrowid)
+
+    def noise(self, target: Optional[str | list[str]] = None) -> list[dict[str, Any]]:
+        """Noise-floor records, oldest first (the report uses the latest per target)."""
+        return self._query("noise", target, None)
 
     def add_eval(self, rec: dict[str, Any]) -> int:
         return self._add("evals", rec)
@@ -71,7 +109,9 @@ class ResultStore:
     def _query(self, table: str, target: Optional[str | list[str]], model: Optional[str | list[str]],
                sha256: Optional[str] = None) -> list[dict[str, Any]]:
         where, args = [], []
-        for col, val in (("target", target), ("model_name", model), ("sha256", sha256)):
+        cols = (("target", target),) if table == "noise" else (("target", target), ("model_name", model),
+                                                                ("sha256", sha256))
+        for col, val in cols:
             if val:
                 vals = [val] if isinstance(val, str) else list(val)
                 where.append(f"{col} IN ({', '.join('?' * len(vals))})")
