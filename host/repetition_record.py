@@ -82,7 +82,7 @@ def repetition_record(target: Target, art: Artifact, reps: list[dict[str, Any]],
             "ci_level": between["ci_level"] if k >= 2 else None,
             "ci_within": [within[0], within[1]], "ci_within_label": "95% CI" if len(samples) >= 6 else "range",
             "ci95": [within[0], within[1]]},   # older readers: the within-run CI under its old name
-        "repeats": k, "between": {x: between[x] for x in ("cv", "unstable", "rep_medians", "ci_level")},
+        "repeats": k, "between": {x: between[x] for x in ("cv", "unstable", "rep_medians", "ci_level", "rerun")},
         "repetitions": entries, "schedule": schedule,
         "phases_ms": {"import": st.get("import_ms"), "load": first["summary"]["load_ms"],
                       "first": first["summary"]["first_ms"], "warmup": first["summary"]["warmup_ms"]},

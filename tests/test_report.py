@@ -14,15 +14,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agent.bench import median_ci
 from host.cli import main
 from host.results.report import build_report, render
 from host.results.store import ResultStore
+from host.stats.repetitions import summarize_repetitions
 
 
-def _bench(target, platform, method, samples, runtime="litert", precision=None, size=100_000, sha=None):
+def _bench(target, platform, method, samples, runtime="litert", precision=None, size=100_000, sha=None, reps=5,
+           schedule="deploy-1"):
+    """A stored record as host deploy writes it: `samples` split into `reps` repetitions run in the rounds
+    of one interleaved schedule (same schedule id = paired rounds), statistics from host.stats."""
     s = np.asarray(samples, float)
-    p50 = float(np.median(s))
-    half = 1.96 * 1.2533 * s.std() / np.sqrt(len(s))
+    parts = np.array_split(s, reps)
+    between = summarize_repetitions([float(np.median(x)) for x in parts])
+    offsets = np.cumsum([0] + [len(x) for x in parts])
+    lo, hi = median_ci(s)
+    p50 = between["p50"] if reps > 1 else float(np.median(s))
     sha = sha or f"{platform}-{method}"
     return {"target": target, "target_kind": "raspberry-pi" if target == "pi4" else "local",
             "sha256": sha, "artifact": f"classifier_{platform}_{method}.bin", "model_name": "classifier",
@@ -31,7 +39,12 @@ def _bench(target, platform, method, samples, runtime="litert", precision=None, 
             "delegate": "xnnpack", "threads": 4, "runs": len(s), "duration_s": float(s.sum() / 1000),
             "latency_ms": {"p50": p50, "p90": float(np.percentile(s, 90)), "p99": float(np.percentile(s, 99)),
                            "mean": float(s.mean()), "std": float(s.std()), "min": float(s.min()),
-                           "max": float(s.max()), "ci95": [p50 - half, p50 + half]},
+                           "max": float(s.max()), "ci95": [lo, hi], "ci_within": [lo, hi],
+                           "ci": between["ci"] if reps > 1 else [lo, hi],
+                           "ci_label": between["ci_label"] if reps > 1 else "95% CI"},
+            "repeats": reps, "between": between, "schedule": {"id": schedule},
+            "repetitions": [{"round": r, "p50": float(np.median(x)), "offset": int(offsets[r]), "n": len(x)}
+                            for r, x in enumerate(parts)],
             "phases_ms": {"load": 12.5, "first": 3.0, "warmup": 20.0}, "peak_rss_mb": 55.0,
             "flags": ["hot"] if method == "fp16" else [], "samples": s.tolist(), "manifest": {}}
 
@@ -80,21 +93,24 @@ def test_rows_speedups_drops_and_best(db):
     assert len(rep["rows"]) == 7                      # the superseded local fp32 run is not a row
     st = _row(rep, "pi4", "tflite", "static")
     assert st["speedup"] == pytest.approx(10.0 / 4.0, rel=0.03)
-    assert st["significant"] is True and st["p_value"] < 1e-10 and st["ci_overlap"] is False
+    assert st["significant"] is True and st["paired_rounds"] == 5
+    assert st["speedup_ci"][0] > 2.3 and st["speedup_ci"][1] < 2.7
     assert st["acc_drop"] == pytest.approx(0.5)
     dyn = _row(rep, "pi4", "tflite", "dynamic")
-    assert dyn["speedup"] == pytest.approx(1.0) and dyn["significant"] is False and dyn["p_value"] > 0.5
+    assert dyn["speedup"] == pytest.approx(1.0, abs=0.02) and dyn["significant"] is False
+    assert dyn["speedup_ci"][0] < 1.0 < dyn["speedup_ci"][1]
     assert _row(rep, "pi4", "tflite", "fp16")["acc_drop"] == pytest.approx(6.0)
     # pytorch is compared with pytorch fp32 (its own runtime), not with tflite fp32
     assert _row(rep, "pi4", "pytorch", "fp32")["speedup"] == pytest.approx(1.0)
     local_fp32 = _row(rep, "local", "tflite", "fp32")
     assert local_fp32["p50"] == pytest.approx(2.0, abs=0.05)
     assert _row(rep, "local", "tflite", "static")["speedup"] == pytest.approx(2.0 / 1.5, rel=0.05)
-    # local fp32 was never evaluated: no accuracy, its own reference (drop 0), static has no fp32 eval there
-    assert local_fp32["accuracy"] is None and _row(rep, "local", "tflite", "static")["acc_drop"] is None
+    # local fp32 was never evaluated: no accuracy and no drop (not 0.0); static has no fp32 eval there
+    assert local_fp32["accuracy"] is None and local_fp32["acc_drop"] is None
+    assert _row(rep, "local", "tflite", "static")["acc_drop"] is None
 
     assert rep["best"]["pi4 / classifier"]["method"] == "static"
-    assert rep["best"]["local / classifier"]["method"] == "fp32"   # the only row with a known drop
+    assert "local / classifier" not in rep["best"]   # an unevaluated FP32 cannot win "best within budget"
     loose = build_report(store, max_drop=10.0)
     assert loose["best"]["pi4 / classifier"]["method"] == "fp16"
     front = {(rep["rows"][i]["platform"], rep["rows"][i]["method"]) for i in rep["pareto"]["pi4 / classifier"]}
@@ -108,9 +124,11 @@ def test_text_csv_json_formats(db, capsys):
     assert main(["report", "--db", str(db), "--format", "table", "--target", "pi4"]) == 0
     out = capsys.readouterr().out
     line = next(ln for ln in out.splitlines() if ln.startswith("pi4") and "static" in ln)
-    assert re.search(r"2\.\d\dx \*", line) and "-0.50" not in line and "+0.50" in line
+    assert re.search(r"2\.\d\dx \[2\.\d\d, 2\.\d\d\] \*", line) and "-0.50" not in line and "+0.50" in line
+    # both CIs side by side: between runs (5 repetitions: the range, with its real level) and within a run
+    assert re.search(r"\[3\.\d+, 4\.\d+\] 93\.8% CI \(range\)\s+\[3\.\d+, 4\.\d+\] 95% CI", line), line
     assert "best within 1 pp on pi4 / classifier: tflite static" in out
-    assert re.search(r"1\.00x ns", next(ln for ln in out.splitlines() if "dynamic" in ln))
+    assert re.search(r"1\.\d\dx \[0\.\d\d, 1\.\d\d\] ns", next(ln for ln in out.splitlines() if "dynamic" in ln))
 
     assert main(["report", "--db", str(db), "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
@@ -190,7 +208,8 @@ def test_identical_files_of_two_methods_stay_two_rows(tmp_path):
     rep = build_report(store)
     assert [(r["method"], r["accuracy"]) for r in rep["rows"]] == [("fp32", 0.9), ("fp16", 0.9)]
     fp16 = _row(rep, "jetson", "tensorrt", "fp16")
-    assert fp16["speedup"] == pytest.approx(1.01, abs=0.005) and fp16["p_value"] < 0.01
+    # every paired round says ~1.01 (a tight CI that excludes 1), but it lies inside the 3 % noise floor
+    assert fp16["speedup"] == pytest.approx(1.01, abs=0.005) and fp16["speedup_ci"][0] > 1.0
     assert fp16["significant"] is False
     store.close()
 
@@ -206,7 +225,7 @@ def test_unsettled_baseline_makes_the_speedup_unreliable(tmp_path):
     rep = build_report(store)
     st = _row(rep, "pi4", "pytorch", "static")
     assert st["unstable"] is True and st["speedup"] > 100
-    assert "x ?" in render(rep, "table").splitlines()[3]
+    assert re.search(r"x \[[0-9., ]+\] \?", render(rep, "table").splitlines()[3])
     store.close()
 
 
@@ -267,3 +286,89 @@ def test_a_drop_of_exactly_the_budget_is_within_it(tmp_path):
     store.add_eval(_eval("pi4", "tflite", "static", 0.90))   # 100 * (0.91 - 0.90) = 1.0000000000000009
     assert build_report(store, max_drop=1.0)["best"]["pi4 / classifier"]["method"] == "static"
     store.close()
+
+
+def test_report_shows_both_cis_the_cv_and_the_unstable_flag(tmp_path):
+    rng = np.random.default_rng(5)
+    store = ResultStore(tmp_path / "r.sqlite")
+    store.add_benchmark(_bench("pi4", "tflite", "fp32", rng.normal(10.0, 0.2, 250)))
+    # repetitions at 8, 10, 12, 9, 11 ms: each repetition is tight, together they disagree by 16 %
+    drifting = np.concatenate([rng.normal(c, 0.05, 50) for c in (8.0, 10.0, 12.0, 9.0, 11.0)])
+    rec = _bench("pi4", "tflite", "static", drifting, precision="int8")
+    rec["flags"] = [rec["between"]["unstable"]]
+    store.add_benchmark(rec)
+    rep = build_report(store)
+    st = _row(rep, "pi4", "tflite", "static")
+    assert st["cv"] == pytest.approx(0.158, abs=0.005) and st["unstable"] is True
+    assert st["ci_lo"] == pytest.approx(8.0, abs=0.1) and st["ci_hi"] == pytest.approx(12.0, abs=0.1)
+    assert st["ci_within"][1] - st["ci_within"][0] < 1.5          # pooled samples: a narrower, within-run CI
+    table = render(rep, "table")
+    line = next(ln for ln in table.splitlines() if "static" in ln)
+    assert "unstable(cv=15.8%)" in line and "15.8%" in line and re.search(r"x \[[0-9., ]+\] \?", line)
+    html = render(rep, "html")
+    assert html.count('class="ci-between"') == 2 and html.count('class="ci-within"') == 2
+    assert "unstable(cv=15.8%)" in html
+    data = json.loads(render(rep, "json"))["rows"]
+    assert {r["method"]: r["repeats"] for r in data} == {"fp32": 5, "static": 5}
+    store.close()
+
+
+def test_single_run_records_and_old_databases_still_read(tmp_path):
+    """A database written before repetitions (no repeats/schedule columns, records without repetitions)
+    opens, gains the columns, and its rows say what they are: one run, a within-run CI, no significance."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("""CREATE TABLE benchmarks (id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL, target TEXT,
+      sha256 TEXT, model_name TEXT, platform TEXT, method TEXT, precision TEXT, runtime TEXT, record TEXT NOT NULL);""")
+    rng = np.random.default_rng(6)
+    for method, centre, n in (("fp32", 10.0, 100), ("static", 4.0, 4)):
+        rec = _bench("pi4", "tflite", method, rng.normal(centre, 0.1, n), reps=1)
+        for k in ("repeats", "between", "schedule", "repetitions"):
+            rec.pop(k)
+        rec["latency_ms"] = {k: v for k, v in rec["latency_ms"].items() if k not in ("ci", "ci_label", "ci_within")}
+        db.execute("INSERT INTO benchmarks (created, target, sha256, model_name, platform, method, precision, "
+                   "runtime, record) VALUES (?, 'pi4', ?, 'classifier', 'tflite', ?, ?, 'litert', ?)",
+                   (float(n), rec["sha256"], method, method, json.dumps(rec)))
+    db.commit()
+    db.close()
+    store = ResultStore(path)
+    cols = {row[1] for row in store.db.execute("PRAGMA table_info(benchmarks)")}
+    assert {"repeats", "schedule_id", "cv"} <= cols
+    rep = build_report(store)
+    st = _row(rep, "pi4", "tflite", "static")
+    assert st["repeats"] == 1 and st["speedup"] == pytest.approx(2.5, rel=0.05)
+    assert st["significant"] is None and st["speedup_ci"] is None    # one run: no between-run information
+    assert st["ci_within_label"] == "range"                           # 4 samples: the range, not a 95 % CI
+    line = next(ln for ln in render(rep, "table").splitlines() if "static" in ln)
+    assert "- (1 run)" in line and "range" in line and "95% CI" not in line
+    store.add_benchmark(_bench("pi4", "tflite", "fp32", rng.normal(10.0, 0.1, 100)))   # a new record still writes
+    assert store.db.execute("SELECT repeats FROM benchmarks ORDER BY id DESC LIMIT 1").fetchone() == (5,)
+    store.close()
+
+
+def test_accuracy_baseline_from_another_platform_is_named_on_the_row(tmp_path):
+    rng = np.random.default_rng(7)
+    store = ResultStore(tmp_path / "r.sqlite")
+    store.add_benchmark(_bench("pi4", "pytorch", "fp32", rng.normal(10.0, 0.2, 100), runtime="torch-mobile"))
+    store.add_eval(_eval("pi4", "pytorch", "fp32", 0.91))
+    store.add_benchmark(_bench("pi4", "tflite", "static", rng.normal(4.0, 0.1, 100)))
+    store.add_eval(_eval("pi4", "tflite", "static", 0.90))
+    rep = build_report(store)
+    st = _row(rep, "pi4", "tflite", "static")
+    assert st["acc_drop"] == pytest.approx(1.0) and st["acc_baseline"] == "pytorch fp32"
+    assert "(vs pytorch fp32)" in next(ln for ln in render(rep, "table").splitlines() if "static" in ln)
+    assert _row(rep, "pi4", "pytorch", "fp32")["acc_baseline"] is None
+    store.close()
+
+
+def test_unwritable_outputs_are_one_line_errors(db, tmp_path, capsys):
+    assert main(["report", "--db", str(db), "--format", "html", "--out", str(tmp_path / "missing" / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "cannot write the report" in err and "Traceback" not in err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["noise", "--target", "local", "--db", str(blocker / "sub" / "r.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "cannot create the directory" in err
