@@ -107,6 +107,7 @@ def run_protocol(infer: Callable[[Any], Any], feeds: Sequence[Any], cfg: BenchCo
 
     # warm-up: at least N runs and at least S seconds
     warm: list[float] = []
+    warm_sent = 0
     w_start = clock()
     i = 1
     while len(warm) < cfg.warmup_runs or (clock() - w_start) < cfg.warmup_seconds:
@@ -115,11 +116,15 @@ def run_protocol(infer: Callable[[Any], Any], feeds: Sequence[Any], cfg: BenchCo
         infer(feed)
         warm.append((clock() - t0) * 1e3)
         i += 1
+        # bounded batches here too: an 80 s warm-up once went out as one 127 MB message and lost the run
+        if len(warm) - warm_sent >= cfg.sample_batch:
+            emit("samples", {"phase": "warmup", "latency_ms": warm[warm_sent:]})
+            warm_sent = len(warm)
         if clock() - w_start > cfg.max_seconds:  # a pathological model: never spend more than the cap here
             break
     warmup_ms = (clock() - w_start) * 1e3
-    if warm:
-        emit("samples", {"phase": "warmup", "latency_ms": warm})
+    if len(warm) > warm_sent:
+        emit("samples", {"phase": "warmup", "latency_ms": warm[warm_sent:]})
 
     samples: list[float] = []
     pending: list[float] = []

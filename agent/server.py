@@ -7,33 +7,47 @@ never disturb each other; artifact transfer and queries run concurrently with th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import socket
 import sys
-import threading
 import time
 from concurrent import futures
-from typing import Any, Iterator
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 import grpc
 
 from agent import __version__, probes
 from agent import runtimes as registry
+from agent.limits import (
+    DeviceBusy,
+    DeviceLock,
+    IdleStream,
+    LimitError,
+    Limits,
+    Slots,
+    StreamIdle,
+    check_run_options,
+)
 from agent.runtimes.base import RunnerError
 from agent.store import ArtifactStore, Header, StoreError
 from agent.tensors import from_proto, spec_to_proto, to_proto
-from agent.worker import Worker
+from agent.worker import Worker, WorkerLimits
 from protos import edge_agent_pb2 as pb
 from protos import edge_agent_pb2_grpc as pb_grpc
 
-MAX_MESSAGE = 64 * 1024 * 1024
 _STATUS = {
     "bad-input": grpc.StatusCode.INVALID_ARGUMENT, "not-found": grpc.StatusCode.NOT_FOUND,
     "bad-offset": grpc.StatusCode.FAILED_PRECONDITION, "incomplete": grpc.StatusCode.ABORTED,
     "corrupt": grpc.StatusCode.DATA_LOSS, "not-a-model": grpc.StatusCode.INVALID_ARGUMENT,
-    "quota": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "quota": grpc.StatusCode.RESOURCE_EXHAUSTED, "too-large": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "no-space": grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
+# Infer errors after which the worker still holds a loaded model: report them for that request, go on
+_PER_REQUEST = ("bad-input",)
+log = logging.getLogger("agent.server")
 
 
 def _mem_total() -> int:
@@ -64,12 +78,33 @@ def _options_dict(o: pb.RunOptions) -> dict[str, Any]:
 
 
 class AgentServicer(pb_grpc.AgentServicer):
-    def __init__(self, store: ArtifactStore, cpu_affinity: str = ""):
+    def __init__(self, store: ArtifactStore, cpu_affinity: str = "", limits: Optional[Limits] = None,
+                 worker_limits: Optional[WorkerLimits] = None):
         self.store = store
         self.started = time.time()
-        self.device_lock = threading.Lock()
+        self.limits = limits or Limits()
+        self.worker_limits = worker_limits or WorkerLimits()
+        self.device = DeviceLock()
+        self.slots = Slots(self.limits.stream_slots)
         self.cpu_affinity = cpu_affinity
         self.cache_dir = str(store.root / "cache")
+
+    @contextmanager
+    def _slot(self, context: grpc.ServicerContext, what: str) -> Iterator[None]:
+        """One of the streaming-call slots, or RESOURCE_EXHAUSTED at once: stalled streams never get every thread."""
+        if not self.slots.take():
+            log.warning("refused %s from %s: all %d streaming slots busy", what, context.peer(), self.slots.n)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"agent busy: {self.slots.n} uploads/runs already in progress; retry later")
+        try:
+            yield
+        finally:
+            self.slots.give()
+
+    def _lock_device(self, what: str, context: grpc.ServicerContext) -> None:
+        remaining = context.time_remaining()
+        wait = self.limits.lock_wait_s if remaining is None else min(self.limits.lock_wait_s, remaining)
+        self.device.acquire(f"{what} (client {context.peer()})", wait, context)
 
     # ---- info & store ---------------------------------------------------------------------------
     def GetInfo(self, request, context):
@@ -82,18 +117,26 @@ class AgentServicer(pb_grpc.AgentServicer):
             python=sys.version.split()[0], pid=os.getpid())
 
     def PushArtifact(self, request_iterator, context):
-        first = next(request_iterator, None)
-        if first is None or first.WhichOneof("kind") != "header":
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first PushArtifact message must be a header")
-        h = first.header
-        header = Header(sha256=h.sha256, size=h.size, file_name=h.file_name, format=h.format, offset=h.offset,
-                        manifest_json=h.manifest_json)
-        chunks = (m.data for m in request_iterator if m.WhichOneof("kind") == "data")
-        try:
-            r = self.store.receive(header, chunks)
-        except StoreError as e:
-            context.abort(_STATUS.get(e.code, grpc.StatusCode.UNKNOWN), e.message)
-        return pb.ArtifactRef(**r)
+        with self._slot(context, "PushArtifact"):
+            # a sender that goes quiet is cut after push_idle_s; what it sent stays for a resume
+            stream = IdleStream(request_iterator, self.limits.push_idle_s)
+            try:
+                first = stream.next_or_idle()
+                if first is None or first.WhichOneof("kind") != "header":
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first PushArtifact message must be a header")
+                h = first.header
+                header = Header(sha256=h.sha256, size=h.size, file_name=h.file_name, format=h.format,
+                                offset=h.offset, manifest_json=h.manifest_json)
+                chunks = (m.data for m in stream if m.WhichOneof("kind") == "data")
+                r = self.store.receive(header, chunks)
+            except StoreError as e:
+                context.abort(_STATUS.get(e.code, grpc.StatusCode.UNKNOWN), e.message)
+            except StreamIdle as e:
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                              f"upload stalled ({e}); the bytes received are kept: resume from StatArtifact's offset")
+            finally:
+                stream.close()
+            return pb.ArtifactRef(**r)
 
     def StatArtifact(self, request, context):
         try:
@@ -130,7 +173,7 @@ class AgentServicer(pb_grpc.AgentServicer):
         ro = {k: v for k, v in o.runtime_options.items() if k not in ("prefer", "affinity")}
         options = {"threads": o.threads, "runtime_options": ro, "manifest": manifest, "cache_dir": self.cache_dir,
                    "prefer": prefer}
-        worker = Worker(cpu_affinity=o.runtime_options.get("affinity", self.cpu_affinity))
+        worker = Worker(cpu_affinity=o.runtime_options.get("affinity", self.cpu_affinity), limits=self.worker_limits)
         try:
             if not context.add_callback(worker.kill):  # False: the call has already ended
                 raise RunnerError("cancelled", "the client went away before the model was loaded")
@@ -143,7 +186,18 @@ class AgentServicer(pb_grpc.AgentServicer):
 
     def Benchmark(self, request, context) -> Iterator[pb.BenchmarkEvent]:
         o = request.options
-        with self.device_lock:
+        try:
+            check_run_options(o, self.limits, os.cpu_count() or 1)
+        except LimitError as e:
+            yield pb.BenchmarkEvent(error=pb.Error(code="bad-input", message=str(e)))
+            return
+        with self._slot(context, "Benchmark"):
+            try:
+                self._lock_device(f"Benchmark of {request.sha256[:12]}", context)
+            except LimitError as e:
+                yield pb.BenchmarkEvent(error=pb.Error(code="busy" if isinstance(e, DeviceBusy) else "cancelled",
+                                                       message=str(e)))
+                return
             worker = None
             try:
                 worker, info = self._open_worker(request.sha256, o, context)  # a client that goes away stops it
@@ -180,45 +234,85 @@ class AgentServicer(pb_grpc.AgentServicer):
             finally:
                 if worker:
                     worker.close()
+                self.device.release()
 
     def Infer(self, request_iterator, context) -> Iterator[pb.InferResponse]:
-        first = next(request_iterator, None)
+        with self._slot(context, "Infer"):
+            # a client that sends one request and then nothing would hold the device forever: idle timeout
+            stream = IdleStream(request_iterator, self.limits.infer_idle_s)
+            try:
+                yield from self._infer(stream, context)
+            finally:
+                stream.close()
+
+    def _infer(self, stream: IdleStream, context) -> Iterator[pb.InferResponse]:
+        try:
+            first = stream.next_or_idle()
+        except StreamIdle as e:
+            yield pb.InferResponse(error=pb.Error(code="idle", message=f"Infer stream idle ({e}) before its first request"))
+            return
         if first is None:
             return
-        with self.device_lock:
-            worker = None
-            try:
-                worker, info = self._open_worker(first.sha256, first.options, context)
-                timeout = first.options.deadline_s or 120
-                specs = [spec_to_proto(s) for s in info["outputs"]]
-                rt, rtv = info["runtime"], str(info["describe"].get("version", ""))
-                req = first
-                while req is not None:
-                    if req.inputs:
+        try:
+            check_run_options(first.options, self.limits, os.cpu_count() or 1)
+            self._lock_device(f"Infer of {first.sha256[:12]}", context)
+        except LimitError as e:
+            code = "busy" if isinstance(e, DeviceBusy) else "bad-input"
+            yield pb.InferResponse(error=pb.Error(code=code, message=str(e)))
+            return
+        worker = None
+        req = first
+        try:
+            worker, info = self._open_worker(first.sha256, first.options, context)
+            timeout = first.options.deadline_s or 120
+            specs = [spec_to_proto(s) for s in info["outputs"]]
+            rt, rtv = info["runtime"], str(info["describe"].get("version", ""))
+            while req is not None:
+                if req.inputs:
+                    try:
                         feed = {t.name: from_proto(t) for t in req.inputs}
                         out, ms = worker.infer(feed, timeout)
+                    except (RunnerError, ValueError) as e:
+                        code, msg = (e.code, e.message) if isinstance(e, RunnerError) else ("bad-input", str(e))
+                        if code not in _PER_REQUEST:
+                            raise
+                        # this request failed; the model is still loaded: say so for its id and go on
+                        yield pb.InferResponse(id=req.id, error=pb.Error(code=code, message=msg))
+                    else:
                         yield pb.InferResponse(id=req.id, outputs=[to_proto(k, v) for k, v in out.items()],
                                                latency_ms=ms, output_specs=specs, runtime=rt, runtime_version=rtv)
                         specs, rt, rtv = [], "", ""
-                    req = next(request_iterator, None)
-            except (RunnerError, StoreError) as e:
-                yield pb.InferResponse(error=pb.Error(code=e.code, message=e.message))
-            except ValueError as e:
-                yield pb.InferResponse(error=pb.Error(code="bad-input", message=str(e)))
-            finally:
-                if worker:
-                    worker.close()
+                req = stream.next_or_idle()
+        except StreamIdle as e:
+            yield pb.InferResponse(error=pb.Error(
+                code="idle", message=f"Infer stream idle ({e}); the device was released (agent serve --infer-idle-s)"))
+        except (RunnerError, StoreError) as e:
+            # the worker is gone or never loaded: no later request can run; say which one stopped the stream
+            yield pb.InferResponse(id=req.id if req is not None else 0, error=pb.Error(
+                code=e.code, message=f"{e.message} (at request {req.id if req is not None else 0}; later requests "
+                                     "in this stream were not run)"))
+        except ValueError as e:
+            yield pb.InferResponse(error=pb.Error(code="bad-input", message=str(e)))
+        finally:
+            if worker:
+                worker.close()
+            self.device.release()
 
 
-def make_server(store_dir: str, listen: str, max_workers: int = 8, cpu_affinity: str = "",
-                quota_bytes: int = 0) -> tuple[grpc.Server, int]:
-    store = ArtifactStore(store_dir, quota_bytes=quota_bytes)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
-                         options=[("grpc.max_receive_message_length", MAX_MESSAGE),
-                                  ("grpc.max_send_message_length", MAX_MESSAGE),
+def make_server(store_dir: str, listen: str, max_workers: int = 0, cpu_affinity: str = "",
+                quota_bytes: int = 0, limits: Optional[Limits] = None, worker_limits: Optional[WorkerLimits] = None,
+                store_options: Optional[dict[str, Any]] = None, interceptors: tuple = (),
+                credentials: Optional[grpc.ServerCredentials] = None) -> tuple[grpc.Server, int]:
+    limits = limits or Limits()
+    store = ArtifactStore(store_dir, quota_bytes=quota_bytes, **(store_options or {}))
+    # streaming calls take at most stream_slots threads; the 8 beyond them always answer queries
+    workers = max_workers or limits.stream_slots + 8
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=list(interceptors),
+                         options=[("grpc.max_receive_message_length", limits.max_message_bytes),
+                                  ("grpc.max_send_message_length", limits.max_message_bytes),
                                   ("grpc.so_reuseport", 0), *KEEPALIVE])
-    pb_grpc.add_AgentServicer_to_server(AgentServicer(store, cpu_affinity), server)
-    port = server.add_insecure_port(listen)
+    pb_grpc.add_AgentServicer_to_server(AgentServicer(store, cpu_affinity, limits, worker_limits), server)
+    port = server.add_secure_port(listen, credentials) if credentials else server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen} (address in use or not available)")
     return server, port

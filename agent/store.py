@@ -14,24 +14,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import threading
 import time
 import uuid
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-_SHA = re.compile(r"^[0-9a-f]{64}$")
+# fullmatch, not match: "$" also matches before a trailing newline, which made a partial that never publishes
+_SHA = re.compile(r"[0-9a-f]{64}")
+log = logging.getLogger("agent.store")
 FORMATS = ("tflite", "ptl", "torchscript", "pte", "onnx")
 # How long a write waits for another write of the same artifact. A stalled upload holds its lock until
 # its RPC deadline (possibly an hour); a resumed push must not queue behind it silently but be told to
 # retry (the client's resume loop does, from the offset the store then reports).
 LOCK_WAIT_S = 5.0
 BUSY_MESSAGE = "an upload of this artifact is already in progress; retry"
+MAX_ARTIFACT_BYTES = 4 << 30        # a declared size beyond this is refused before a byte is written
+PARTIAL_TTL_S = 24 * 3600.0         # a partial upload untouched this long is deleted
+FREE_RESERVE_BYTES = 64 << 20       # never fill the device's disk to the last byte
 
 
 class StoreError(Exception):
@@ -58,7 +65,14 @@ def sniff_format(path: Path, fmt: str) -> Optional[str]:
     if fmt == "tflite":
         return None if head[4:8] == b"TFL3" else "not a TFLite flatbuffer (no TFL3 identifier)"
     if fmt in ("ptl", "torchscript"):
-        return None if head[:2] == b"PK" else "not a TorchScript/lite-interpreter zip archive"
+        # "PK" alone accepted garbage: require a readable central directory with at least one entry
+        try:
+            with zipfile.ZipFile(path) as z:
+                if z.infolist():
+                    return None
+        except (zipfile.BadZipFile, OSError, ValueError):
+            pass
+        return "not a TorchScript/lite-interpreter zip archive (no valid zip central directory)"
     if fmt == "pte":
         return None if head[4:6] == b"ET" else "not an ExecuTorch program (no ET identifier)"
     if fmt == "onnx":
@@ -68,7 +82,9 @@ def sniff_format(path: Path, fmt: str) -> Optional[str]:
 
 
 class ArtifactStore:
-    def __init__(self, root: str | Path, quota_bytes: int = 0, lock_wait_s: float = LOCK_WAIT_S):
+    def __init__(self, root: str | Path, quota_bytes: int = 0, lock_wait_s: float = LOCK_WAIT_S,
+                 max_artifact_bytes: int = MAX_ARTIFACT_BYTES, partial_ttl_s: float = PARTIAL_TTL_S,
+                 free_reserve_bytes: int = FREE_RESERVE_BYTES):
         self.root = Path(root).expanduser()
         self.objects = self.root / "objects"
         self.partial = self.root / "partial"
@@ -76,9 +92,14 @@ class ArtifactStore:
         self.partial.mkdir(parents=True, exist_ok=True)
         self.quota_bytes = quota_bytes
         self.lock_wait_s = lock_wait_s
+        self.max_artifact_bytes = max_artifact_bytes
+        self.partial_ttl_s = partial_ttl_s
+        self.free_reserve_bytes = free_reserve_bytes
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._space = threading.Lock()      # eviction + publish: one at a time, so two uploads never both "fit"
         self._clean_stale_tmp()
+        self.expire_partials()
 
     # ---- queries -------------------------------------------------------------------------------
     def _lock(self, sha: str) -> threading.Lock:
@@ -100,7 +121,7 @@ class ArtifactStore:
     @staticmethod
     def check_sha(sha: str) -> str:
         sha = (sha or "").lower()
-        if not _SHA.match(sha):
+        if not _SHA.fullmatch(sha):
             raise StoreError("bad-input", f"not a sha256 hex digest: {sha[:80]!r}")
         return sha
 
@@ -114,7 +135,15 @@ class ArtifactStore:
         mp = self.objects / self.check_sha(sha) / "meta.json"
         if not mp.is_file():
             raise StoreError("not-found", f"artifact {sha[:12]} is not on this device; push it first")
-        return json.loads(mp.read_text())
+        try:
+            m = json.loads(mp.read_text())
+            if not isinstance(m, dict) or "size" not in m or "format" not in m:
+                raise ValueError("fields missing")
+            return m
+        except (OSError, ValueError) as e:
+            # a torn meta.json (power cut before this agent fsync'd it) is one artifact's problem, not the store's
+            raise StoreError("corrupt", f"artifact {sha[:12]}: its metadata is unreadable ({e}); delete and push "
+                                        "it again") from e
 
     def exists(self, sha: str) -> bool:
         return (self.objects / self.check_sha(sha) / "meta.json").is_file()
@@ -135,12 +164,50 @@ class ArtifactStore:
     def list(self) -> list[dict[str, Any]]:
         out = []
         for d in sorted(self.objects.iterdir()):
-            if _SHA.match(d.name) and (d / "meta.json").is_file():
-                out.append(self.stat(d.name))
+            if _SHA.fullmatch(d.name) and (d / "meta.json").is_file():
+                try:
+                    out.append(self.stat(d.name))
+                except StoreError as e:
+                    log.warning("skipping %s: %s", d.name[:12], e.message)   # one torn entry must not hide the rest
         return out
 
     def total_bytes(self) -> int:
-        return sum(a["size"] for a in self.list())
+        """Bytes the store holds on disk: published artifacts and partial uploads (the quota counts both)."""
+        return sum(a["size"] for a in self.list()) + self.partial_bytes()
+
+    def partial_bytes(self, exclude: str = "") -> int:
+        total = 0
+        for p in self.partial.glob("*.part"):
+            if p.stem != exclude:
+                try:
+                    total += p.stat().st_size
+                except OSError:
+                    pass
+        return total
+
+    def expire_partials(self) -> int:
+        """Delete partial uploads untouched for partial_ttl_s (a client that never came back); how many."""
+        if self.partial_ttl_s <= 0:
+            return 0
+        cutoff = time.time() - self.partial_ttl_s
+        n = 0
+        for p in list(self.partial.glob("*.part")):
+            sha = p.stem
+            lock = self._lock(sha)
+            if not lock.acquire(blocking=False):
+                continue                    # being written right now: not expired
+            try:
+                if p.exists() and p.stat().st_mtime < cutoff:
+                    self._discard_partial(sha)
+                    n += 1
+            except OSError:
+                pass
+            finally:
+                lock.release()
+        for j in self.partial.glob("*.json"):       # a header whose bytes are gone
+            if not (self.partial / f"{j.stem}.part").exists() and j.stat().st_mtime < cutoff:
+                j.unlink(missing_ok=True)
+        return n
 
     def touch(self, sha: str) -> None:
         """Record use, for least-recently-used eviction."""
@@ -165,6 +232,12 @@ class ArtifactStore:
             raise StoreError("bad-input", f"unknown artifact format {header.format!r} (known: {', '.join(FORMATS)})")
         if header.size <= 0:
             raise StoreError("bad-input", "artifact size must be positive")
+        if header.offset < 0:
+            raise StoreError("bad-input", f"upload offset {header.offset} is negative")
+        if self.max_artifact_bytes and header.size > self.max_artifact_bytes:
+            raise StoreError("too-large", f"artifact of {header.size} bytes exceeds this agent's limit of "
+                                          f"{self.max_artifact_bytes} bytes (agent serve --max-artifact-mb)")
+        self.expire_partials()
         with self._held(sha):
             if not self.exists(sha):
                 return self._receive_locked(sha, header, chunks)
@@ -176,12 +249,13 @@ class ArtifactStore:
 
     def _receive_locked(self, sha: str, header: Header, chunks: Iterable[bytes]) -> dict[str, Any]:
         """receive() for an artifact not yet published, with its lock held."""
-        self._ensure_space(header.size)
         part = self.partial / f"{sha}.part"
         held = part.stat().st_size if part.exists() else 0
         if header.offset > held:
             raise StoreError("bad-offset", f"upload offset {header.offset} is past the {held} bytes held; "
                                            "ask StatArtifact for the resume offset")
+        # refused before a byte is written; nothing is evicted for bytes not yet verified
+        self._check_admission(sha, header.size, header.size - header.offset)
         self._write_json(self.partial / f"{sha}.json", header.__dict__)
         received = 0
         with open(part, "r+b" if part.exists() else "wb") as f:
@@ -216,14 +290,18 @@ class ArtifactStore:
         if why:
             self._discard_partial(sha)
             raise StoreError("not-a-model", f"{header.file_name}: {why}")
-        tmp = self.objects / f".tmp-{sha}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        os.replace(part, tmp / "data")
-        now = time.time()
-        self._write_json(tmp / "meta.json", {
-            "sha256": sha, "size": header.size, "file_name": header.file_name, "format": header.format,
-            "manifest_json": header.manifest_json, "created": now, "last_used": now})
-        os.replace(tmp, self.objects / sha)
+        with self._space:
+            # only now, with the bytes verified, is anything evicted, and only as much as this artifact needs
+            self._make_room(sha, header.size)
+            tmp = self.objects / f".tmp-{sha}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
+            os.replace(part, tmp / "data")
+            now = time.time()
+            self._write_json(tmp / "meta.json", {
+                "sha256": sha, "size": header.size, "file_name": header.file_name, "format": header.format,
+                "manifest_json": header.manifest_json, "created": now, "last_used": now})
+            os.replace(tmp, self.objects / sha)
+            _fsync_dir(self.objects)
         (self.partial / f"{sha}.json").unlink(missing_ok=True)
 
     def delete(self, sha: str) -> bool:
@@ -242,20 +320,52 @@ class ArtifactStore:
             return found
 
     # ---- helpers -------------------------------------------------------------------------------
-    def _ensure_space(self, incoming: int) -> None:
+    def _check_admission(self, sha: str, size: int, remaining: int) -> None:
+        """Refuse a header the store could never hold: over the quota even after evicting every published
+        artifact (other partial uploads count), or more than the disk has free."""
+        if self.quota_bytes:
+            if size > self.quota_bytes:
+                raise StoreError("quota", f"artifact of {size} bytes exceeds the store quota of {self.quota_bytes} "
+                                          "bytes (agent serve --quota-mb)")
+            others = self.partial_bytes(exclude=sha)
+            if others + size > self.quota_bytes:
+                raise StoreError("quota", f"artifact of {size} bytes does not fit the store quota of "
+                                          f"{self.quota_bytes} bytes next to {others} bytes of unfinished uploads "
+                                          "(they expire, or DeleteArtifact them)")
+        free = shutil.disk_usage(self.partial).free
+        if remaining + self.free_reserve_bytes > free:
+            raise StoreError("no-space", f"the device has {free} bytes free; {remaining} more bytes plus a "
+                                         f"reserve of {self.free_reserve_bytes} are needed; free some space")
+
+    def _make_room(self, sha: str, incoming: int) -> None:
+        """Evict least recently used published artifacts until `incoming` fits the quota; StoreError('quota')
+        (evicting nothing) when even evicting all of them would not do."""
         if not self.quota_bytes:
             return
-        if incoming > self.quota_bytes:
-            raise StoreError("quota", f"artifact of {incoming} bytes exceeds the store quota of {self.quota_bytes}")
-        arts = sorted(self.list(), key=lambda a: self.meta(a["sha256"]).get("last_used", 0))
-        used = sum(a["size"] for a in arts)
-        while arts and used + incoming > self.quota_bytes:
-            victim = arts.pop(0)
+        arts = []
+        for a in self.list():
             try:
-                self.delete(victim["sha256"])
+                arts.append((self.meta(a["sha256"]).get("last_used", 0), a["sha256"], a["size"]))
+            except StoreError:
+                continue
+        arts.sort()
+        used = sum(a[2] for a in arts) + self.partial_bytes(exclude=sha)
+        need = used + incoming - self.quota_bytes
+        if need <= 0:
+            return
+        if sum(a[2] for a in arts) < need:
+            raise StoreError("quota", f"artifact of {incoming} bytes does not fit the quota of {self.quota_bytes} "
+                                      "bytes even with every stored artifact evicted; its verified bytes are kept: "
+                                      "push again once unfinished uploads expire")
+        for _, victim, vsize in arts:
+            if need <= 0:
+                break
+            try:
+                if self.delete(victim):
+                    need -= vsize
+                    log.info("evicted %s (%d bytes) to make room for %s", victim[:12], vsize, sha[:12])
             except StoreError:
                 continue            # busy (being written): evict the next least recently used instead
-            used -= victim["size"]
 
     def _discard_partial(self, sha: str) -> None:
         (self.partial / f"{sha}.part").unlink(missing_ok=True)
@@ -270,10 +380,29 @@ class ArtifactStore:
 
     @staticmethod
     def _write_json(path: Path, data: dict) -> None:
+        """Atomic and durable: a power cut leaves the old file or the new one, never a torn one."""
         tmp = path.with_name(path.name + f".{uuid.uuid4().hex[:6]}.tmp")
-        tmp.write_text(json.dumps(data))
+        with open(tmp, "w") as f:
+            f.write(json.dumps(data))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
 
     def _clean_stale_tmp(self) -> None:
         for d in self.objects.glob(".tmp-*"):
             shutil.rmtree(d, ignore_errors=True)
+
+
+def _fsync_dir(d: Path) -> None:
+    """Make a rename in `d` durable (the directory entry, not only the file's bytes)."""
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -13,6 +13,10 @@ Child protocol: ("load", path, fmt, runtime, options) -> ("ok", info)
                 ("infer", feed) -> ("ok", outputs, ms)
                 ("close",)
                 any failure -> ("error", code, message)
+
+The child dies with the agent: PR_SET_PDEATHSIG (Linux) plus a watchdog thread that exits when its
+parent pid changes (other systems, and the window before prctl). It runs under resource limits
+(address space, CPU seconds, file size) so a hostile or broken model cannot take the device down.
 """
 
 from __future__ import annotations
@@ -23,11 +27,24 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Iterator, Optional
 
 from agent.runtimes.base import RunnerError
+
+
+@dataclass
+class WorkerLimits:
+    """setrlimit values for the worker; 0 = not limited."""
+    address_space_mb: int = 0
+    cpu_seconds: int = 0
+    file_size_mb: int = 0
+
+    def argv(self) -> list[str]:
+        return [str(self.address_space_mb), str(self.cpu_seconds), str(self.file_size_mb)]
 
 
 def parse_cpu_list(spec: str, available: Optional[set[int]] = None) -> set[int]:
@@ -72,18 +89,25 @@ def _cpu_ranges(cpus: set[int]) -> str:
 def _signal_name(rc: int) -> str:
     if rc < 0:
         try:
-            return f"signal {-rc} ({signal.Signals(-rc).name})"
+            name = f"signal {-rc} ({signal.Signals(-rc).name})"
         except ValueError:
             return f"signal {-rc}"
+        if -rc == signal.SIGXCPU:
+            name += ": the worker's CPU-time limit was reached (agent serve --worker-cpu-s)"
+        elif -rc == signal.SIGXFSZ:
+            name += ": the worker's file-size limit was reached (agent serve --worker-fsize-mb)"
+        return name
     return f"exit code {rc}"
 
 
 class Worker:
     """Parent-side handle of one worker process."""
 
-    def __init__(self, cpu_affinity: str = "", env: Optional[dict[str, str]] = None):
+    def __init__(self, cpu_affinity: str = "", env: Optional[dict[str, str]] = None,
+                 limits: Optional[WorkerLimits] = None):
         parent, child = socket.socketpair()
-        cmd = [sys.executable, "-m", "agent.worker", str(child.fileno())]
+        cmd = [sys.executable, "-m", "agent.worker", str(child.fileno()), str(os.getpid()),
+               *(limits or WorkerLimits()).argv()]
         self.proc = subprocess.Popen(cmd, pass_fds=[child.fileno()], stdin=subprocess.DEVNULL,
                                      env={**os.environ, **(env or {})}, start_new_session=True)
         child.close()
@@ -195,6 +219,45 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(d, default=str))
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Exit when the agent does. PR_SET_PDEATHSIG fires when the thread that forked us exits; the agent's
+    handler threads live as long as the agent, so in practice that is the agent's death. The watchdog
+    covers systems without prctl and the window before it was set (the parent already gone)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:
+        os._exit(3)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
+
+
+def _apply_limits(lim: WorkerLimits) -> None:
+    import resource
+
+    for res, value in ((resource.RLIMIT_AS, lim.address_space_mb << 20), (resource.RLIMIT_CPU, lim.cpu_seconds),
+                       (resource.RLIMIT_FSIZE, lim.file_size_mb << 20)):
+        if value > 0:
+            _, hard = resource.getrlimit(res)
+            soft = value if hard == resource.RLIM_INFINITY else min(value, hard)
+            # CPU: the soft limit sends SIGXCPU (a clear exit); the hard one a second later SIGKILLs a handler
+            hard_new = soft + 1 if res == resource.RLIMIT_CPU and hard == resource.RLIM_INFINITY else hard
+            resource.setrlimit(res, (soft, hard_new if res == resource.RLIMIT_CPU else hard))
+
+
 def _child(fd: int) -> None:
     from agent import bench, probes
     from agent import runtimes as registry
@@ -271,4 +334,7 @@ def _child(fd: int) -> None:
 
 
 if __name__ == "__main__":
+    _die_with_parent(int(sys.argv[2]) if len(sys.argv) > 2 else os.getppid())
+    if len(sys.argv) > 5:
+        _apply_limits(WorkerLimits(*(int(x) for x in sys.argv[3:6])))
     _child(int(sys.argv[1]))

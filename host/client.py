@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
@@ -21,6 +24,75 @@ _RESUMABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED, grpc.StatusC
               grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
 
 
+SECRET_METADATA = "x-edgebench-secret"    # agent.auth.METADATA_KEY (the host may import agent; kept literal here)
+
+
+@dataclass
+class TlsConfig:
+    """Mutual TLS to an agent reached without a tunnel: the project CA, this host's cert and key (PEM paths),
+    and the name the agent's certificate was issued for (pinned: any other agent name is refused)."""
+    ca: str
+    cert: str
+    key: str
+    server_name: str = ""
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        try:
+            ca, cert, key = (Path(x).expanduser().read_bytes() for x in (self.ca, self.cert, self.key))
+        except OSError as e:
+            raise AgentError(f"cannot read TLS file: {e}", "tls") from e
+        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+# address -> (secret, tls): filled by transports when they bring an agent's secret back, so every
+# AgentClient made for that address (deploy, eval, targets check, tests) authenticates without being told
+_KNOWN: dict[str, tuple[str, Optional[TlsConfig]]] = {}
+_KNOWN_LOCK = threading.Lock()
+
+
+def remember_agent(address: str, secret: str, tls: Optional[TlsConfig] = None) -> None:
+    with _KNOWN_LOCK:
+        _KNOWN[address] = (secret.strip(), tls)
+
+
+def read_secret_file(path: str | Path) -> str:
+    try:
+        return Path(path).expanduser().read_text().strip()
+    except OSError as e:
+        raise AgentError(f"cannot read the agent's secret {path}: {e.strerror or e}; is the agent started?",
+                         "unauthenticated") from e
+
+
+class _Secret(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+              grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds the agent's secret to every call's metadata."""
+
+    def __init__(self, secret: str):
+        self.md = (SECRET_METADATA, secret)
+
+    def _details(self, d: Any) -> Any:
+        return _CallDetails(d.method, d.timeout, [*(d.metadata or ()), self.md], d.credentials,
+                            getattr(d, "wait_for_ready", None), getattr(d, "compression", None))
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
+
+
+class _CallDetails(grpc.ClientCallDetails):
+    def __init__(self, method, timeout, metadata, credentials, wait_for_ready, compression):
+        self.method, self.timeout, self.metadata = method, timeout, metadata
+        self.credentials, self.wait_for_ready, self.compression = credentials, wait_for_ready, compression
+
+
 class AgentError(UserError):
     """The agent refused or failed a request (message from the device), or cannot be reached."""
 
@@ -35,6 +107,9 @@ def _rpc_error(address: str, e: grpc.RpcError, what: str) -> AgentError:
     if code == grpc.StatusCode.UNAVAILABLE:
         return AgentError(f"agent at {address} unreachable during {what}: {detail}; is `agent serve` running "
                           "(host agent status --target ...)?", "unavailable")
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return AgentError(f"agent at {address} refused {what}: not authenticated ({detail}); connect through the "
+                          "target's transport (it reads the agent's secret) or pass the secret", "unauthenticated")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return AgentError(f"{what} on agent {address} timed out ({detail}); raise --timeout or check the link",
                           "timeout")
@@ -42,12 +117,25 @@ def _rpc_error(address: str, e: grpc.RpcError, what: str) -> AgentError:
 
 
 class AgentClient:
-    def __init__(self, address: str, timeout: float = 30.0):
+    def __init__(self, address: str, timeout: float = 30.0, secret: Optional[str] = None,
+                 tls: Optional[TlsConfig] = None):
+        """`secret` / `tls` default to what a transport remembered for this address (remember_agent)."""
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(address, options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)])
-        self.stub = pb_grpc.AgentStub(self.channel)
+        with _KNOWN_LOCK:
+            known_secret, known_tls = _KNOWN.get(address, ("", None))
+        secret = known_secret if secret is None else secret
+        tls = tls or known_tls
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
+        if tls:
+            if tls.server_name:     # certificate pinning: the agent's cert must name this target
+                options.append(("grpc.ssl_target_name_override", tls.server_name))
+            self.channel = grpc.secure_channel(address, tls.credentials(), options=options)
+        else:
+            self.channel = grpc.insecure_channel(address, options=options)
+        # channel_ready_future needs the plain channel; calls go through the one that adds the secret
+        calls = grpc.intercept_channel(self.channel, _Secret(secret)) if secret else self.channel
+        self.stub = pb_grpc.AgentStub(calls)
 
     def close(self) -> None:
         self.channel.close()
@@ -159,7 +247,9 @@ class AgentClient:
         req = pb.BenchmarkRequest(sha256=sha256, options=options,
                                   inputs=[to_proto(k, v) for k, v in (inputs or {}).items()])
         result: dict[str, Any] = {"started": None, "summary": None, "samples": [], "warmup_samples": []}
-        deadline = timeout or ((options.max_seconds or 60) * 2 + 180)
+        # a NaN/inf max_seconds must reach the agent (which refuses it in one line), not become a NaN deadline here
+        ms = options.max_seconds if math.isfinite(options.max_seconds) and 0 < options.max_seconds < 1e6 else 60
+        deadline = timeout or (ms * 2 + 180)
         try:
             for ev in self.stub.Benchmark(req, timeout=deadline):
                 kind = ev.WhichOneof("event")

@@ -50,8 +50,9 @@ def free_port() -> int:
 class AgentProcess:
     """A real `agent serve` child process on a loopback port with its own store."""
 
-    def __init__(self, store: Path, log: Path):
+    def __init__(self, store: Path, log: Path, args: tuple[str, ...] = ()):
         self.store, self.log = Path(store), Path(log)
+        self.args = tuple(args)         # extra `agent serve` options (limits, TLS)
         self.proc: subprocess.Popen | None = None
         self.port = 0
 
@@ -66,17 +67,25 @@ class AgentProcess:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "agent.cli", "serve", "--listen", "127.0.0.1:0", "--store", str(self.store),
-                 "--port-file", str(port_file)], stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
+                 "--port-file", str(port_file), *self.args], stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
                 start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if port_file.exists() and port_file.read_text().strip():
                 self.port = int(port_file.read_text())
+                # what a transport does: bring the agent's secret back so every client call carries it
+                from host.client import remember_agent
+
+                remember_agent(self.address, self.secret)
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"agent exited: {self.log.read_text()[-2000:]}")
             time.sleep(0.05)
         raise RuntimeError("agent did not start")
+
+    @property
+    def secret(self) -> str:
+        return (self.store / "agent.secret").read_text().strip()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -92,8 +101,8 @@ class AgentProcess:
 def agent_factory(tmp_path):
     started: list[AgentProcess] = []
 
-    def make(store: Path | None = None) -> AgentProcess:
-        a = AgentProcess(store or tmp_path / "store", tmp_path / f"agent{len(started)}.log")
+    def make(store: Path | None = None, args: tuple[str, ...] = ()) -> AgentProcess:
+        a = AgentProcess(store or tmp_path / "store", tmp_path / f"agent{len(started)}.log", args)
         started.append(a)
         return a.start()
 

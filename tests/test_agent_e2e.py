@@ -167,7 +167,7 @@ def test_load_is_tied_to_the_call_and_gets_the_clients_deadline(tmp_path, tflite
             return True
 
     class FakeWorker:
-        def __init__(self, cpu_affinity=""):
+        def __init__(self, cpu_affinity="", limits=None):
             self.killed = False
 
         def kill(self):

@@ -275,8 +275,15 @@ class AdbTransport(Transport):
             raise TransportError(f"adb forward gave no local port ({_last(r.stdout + r.stderr)})")
         self._forward_port = int(port)
         _say(progress, f"adb forward 127.0.0.1:{port} -> {self.serial} 127.0.0.1:{info['port']}")
-        from host.client import AgentClient
+        from host.client import AgentClient, remember_agent
 
+        # the agent's secret, readable by the shell user the agent runs as: every call must carry it
+        path = f"{self.store_dir}/agent.secret"
+        rc, out, err = self.shell(f"cat {shlex.quote(path)}", check=False)
+        if rc != 0 or not out.strip():
+            raise TransportError(f"cannot read the agent's secret {path} on {self.serial}: "
+                                 f"{_last(err or out)}; restart the agent (host agent stop/start)")
+        remember_agent(f"127.0.0.1:{port}", out.strip())
         with AgentClient(f"127.0.0.1:{port}") as c:
             c.wait_ready(30)
         return f"127.0.0.1:{port}"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from host import __version__
-from host.client import AgentClient, AgentError
+from host.client import AgentClient, AgentError, read_secret_file, remember_agent
 from host.paths import data_dir
 from host.transports.base import Progress, Transport, TransportError
 
@@ -83,6 +83,8 @@ class LocalTransport(Transport):
               "store": str(self.store)}
         if running:
             try:
+                # the agent's secret (0600, created at its first start): what every call must carry
+                remember_agent(st["address"], read_secret_file(self.store / "agent.secret"))
                 with AgentClient(st["address"], timeout=5) as c:
                     st["agent_version"] = c.info()["agent_version"]
             except AgentError:

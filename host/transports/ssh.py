@@ -417,7 +417,19 @@ class SSHTransport(Transport):
         _say(progress, f"tunnel 127.0.0.1:{self._forward.port} -> {self.where} 127.0.0.1:{info['port']}")
         address = f"127.0.0.1:{self._forward.port}"
         _wait_ready(address)
+        self.remember_secret(address)
         return address
+
+    def remember_secret(self, address: str) -> None:
+        """Read the agent's secret (0600, as the device user the agent runs as) so calls through `address` carry it."""
+        from host.client import remember_agent
+
+        path = posixpath.join(self.store_dir, "agent.secret")
+        rc, out, err = self.run(f"cat {shlex.quote(path)}", check=False)
+        if rc != 0 or not out.strip():
+            raise TransportError(f"cannot read the agent's secret {path} on {self.where}: "
+                                 f"{(err or 'empty').strip()[:200]}; restart the agent (host agent stop/start)")
+        remember_agent(address, out.strip())
 
     def close(self) -> None:
         if self._forward is not None:
