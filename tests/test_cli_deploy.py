@@ -43,7 +43,10 @@ def test_deploy_local_json_and_store(env, tflite_model, tflite_int8_model, tmp_p
         lat = res["latency_ms"]
         assert res["runs"] >= 20
         assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
-        assert lat["ci95"][0] <= lat["p50"] <= lat["ci95"][1]
+        # p50 is the median of the repetition medians: inside their (between-run) CI; the within-run CI is
+        # the pooled samples' and need not hold it
+        assert lat["ci"][0] <= lat["p50"] <= lat["ci"][1] and lat["ci_within"][0] <= lat["ci_within"][1]
+        assert res["repeats"] == 5 and len(res["repetitions"]) == 5
         assert set(res["phases_ms"]) == {"import", "load", "first", "warmup"}
         assert res["peak_rss_mb"] > 0 and "cpu" in json.dumps(res["env_before"]).lower()
     assert "push" in r.stderr or "already on the device" in r.stderr  # progress went to stderr
@@ -94,3 +97,48 @@ def test_one_unreachable_target_does_not_sink_the_others(env, tflite_model, tmp_
     from host.results.store import ResultStore
 
     assert [s["target"] for s in ResultStore(db).benchmarks()] == ["local"]
+
+
+def test_repetitions_are_interleaved_recorded_and_noise_is_measured(env, tflite_model, tflite_int8_model, tmp_path):
+    """A real agent: 2 artifacts x 3 repetitions in a seeded interleaved order, each repetition its own
+    worker (its own load), the order recorded with both records; then host noise and the report."""
+    db = tmp_path / "results.sqlite"
+    r = host(env, "deploy", "--target", "local", "--artifact", str(tflite_model), "--artifact", str(tflite_int8_model),
+             "--repeats", "3", "--schedule-seed", "5", "--runs", "5", "--min-seconds", "0", "--max-seconds", "1",
+             "--warmup", "1", "--warmup-seconds", "0", "--db", str(db), "--json", check=True)
+    results = json.loads(r.stdout)
+    from host.schedule import interleaved_order
+
+    names = [tflite_model.name, tflite_int8_model.name]
+    expected = [[rnd, names[i]] for rnd, i in interleaved_order(2, 3, 5)]
+    for res in results:
+        sched = res["schedule"]
+        assert sched["order"] == expected and sched["seed"] == 5 and sched["repeats"] == 3
+        reps = res["repetitions"]
+        assert res["repeats"] == 3 and [rep["round"] for rep in reps] == [0, 1, 2]
+        # each repetition ran at the position the schedule gave it
+        assert [rep["position"] for rep in reps] == [i for i, (rnd, n) in enumerate(expected) if n == res["artifact"]]
+        assert all(rep["load_ms"] > 0 and rep["runs"] >= 5 for rep in reps)       # its own worker, its own load
+        assert sum(rep["n"] for rep in reps) == res["runs"]
+        assert [rep["offset"] for rep in reps] == [0, reps[0]["n"], reps[0]["n"] + reps[1]["n"]]
+        lat = res["latency_ms"]
+        assert lat["p50"] == sorted(rep["p50"] for rep in reps)[1]                  # median of the 3 medians
+        assert lat["ci"] == [min(rep["p50"] for rep in reps), max(rep["p50"] for rep in reps)]
+        assert lat["ci_label"] == "75.0% CI (range)" and res["between"]["cv"] is not None
+    # the two artifacts alternate: every round holds both, so no artifact runs twice before the other once
+    positions = sorted((rep["position"], res["artifact"]) for res in results for rep in res["repetitions"])
+    assert [{n for p, n in positions[i:i + 2]} for i in (0, 2, 4)] == [set(names)] * 3
+    from host.results.store import ResultStore
+
+    stored = ResultStore(db)
+    assert [row[0] for row in stored.db.execute("SELECT repeats FROM benchmarks")] == [3, 3]
+    assert len({row[0] for row in stored.db.execute("SELECT schedule_id FROM benchmarks")}) == 1
+    stored.close()
+
+    n = host(env, "noise", "--target", "local", "--repeats", "3", "--min-seconds", "0", "--db", str(db), "--json",
+             check=True)
+    noise = json.loads(n.stdout)
+    assert noise["repeats"] == 3 and len(noise["rep_medians"]) == 3 and noise["cv"] >= 0
+    assert noise["reference"].startswith("noise_reference.tflite (litert")
+    rep = host(env, "report", "--db", str(db), check=True).stdout
+    assert "noise floor" in rep and "between runs of noise_reference.tflite" in rep
