@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
+from agent.runtimes.base import dequantize_output, quantize_input
 from host.artifacts import Artifact, TensorInfo
 from host.data import metrics as M
 from host.data.datasets import Dataset, load_dataset
@@ -79,13 +80,9 @@ def input_layout(art: Artifact, ds: Dataset) -> str:
 
 def quantize(x: np.ndarray, t: TensorInfo) -> np.ndarray:
     """Float data -> the artifact's input dtype (integer I/O uses the manifest's scale/zero-point)."""
-    dt = np.dtype(t.dtype or "float32")
-    if dt.kind == "f":
-        return x.astype(dt, copy=False)
-    if not t.scale:
+    if np.dtype(t.dtype or "float32").kind != "f" and not t.scale:
         raise EvalError(f"input {t.name!r} is {t.dtype} but the manifest has no quantization scale")
-    info = np.iinfo(dt)
-    return np.clip(np.round(x / t.scale + t.zero_point), info.min, info.max).astype(dt)
+    return quantize_input(x, t)   # TensorInfo carries the fields a TensorSpec does
 
 
 def dequantize(y: np.ndarray, t: Optional[TensorInfo]) -> np.ndarray:
@@ -93,7 +90,7 @@ def dequantize(y: np.ndarray, t: Optional[TensorInfo]) -> np.ndarray:
         return y.astype(np.float32, copy=False)
     if t is None or not t.scale:
         raise EvalError(f"the device returned {y.dtype} outputs but the manifest has no scale to dequantize them")
-    return (y.astype(np.float32) - t.zero_point) * t.scale
+    return dequantize_output(y, t)
 
 
 def _pick_output(out: dict[str, np.ndarray], art: Artifact) -> tuple[np.ndarray, Optional[TensorInfo]]:

@@ -275,6 +275,9 @@ def test_deploy_through_the_adb_transport(device, tmp_path, tflite_int8_model, m
 
 
 def test_recovers_after_the_device_restarts(adb_env, tmp_path):
+    """The reconnect path, without racing the adb server's own retry: the device is still down when
+    `ensure_device` looks (so it must see "offline" and take the disconnect + connect path) and comes back
+    only while the transport is already retrying; the adb server alone would wait out its backoff."""
     from host.transports.adb import AdbTransport
 
     d = StandIn(tmp_path).start()
@@ -286,13 +289,14 @@ def test_recovers_after_the_device_restarts(adb_env, tmp_path):
         deadline = time.monotonic() + 10
         while t.state() != "offline" and time.monotonic() < deadline:
             time.sleep(0.1)
-        d.start()
-        # same port, device back: the adb server still holds the dead transport ("offline") and would
-        # only retry on its own after several seconds of backoff; the transport reconnects at once
-        assert t.state() == "offline"
-        t0 = time.monotonic()
+        assert t.state() == "offline"   # the device is down: nothing can bring it back before ensure_device
+        up_at: list[float] = []
+        restart = threading.Timer(1.0, lambda: (d.start(), up_at.append(time.monotonic())))
+        restart.start()
         t.ensure_device()
-        assert t.stats["reconnects"] == 1 and time.monotonic() - t0 < 4
+        restart.join()
+        assert t.stats["reconnects"] == 1
+        assert up_at and time.monotonic() - up_at[0] < 4   # back within seconds of the device's return
         assert t.shell("echo again")[1] == "again\n"
     finally:
         subprocess.run([ADB, "disconnect", d.serial], capture_output=True, timeout=30)

@@ -139,7 +139,7 @@ def test_keras_manifest_is_complete_and_round_trips(keras_artifacts, keras_file,
         assert m.preprocessing["mean"] == list(data["calib"].preprocess.mean)
         assert m.tool_versions["tensorflow"].startswith("2.") and "ai-edge-litert" in m.tool_versions
         assert m.conversion_s > 0 and m.created
-        assert m.checks["runtime"].startswith("ai-edge-litert")
+        assert m.checks["runtime"].startswith("litert ") and "xnnpack" in m.checks["runtime"]
     cal = keras_artifacts["static"].manifest.calibration
     assert (cal["method"], cal["samples"], cal["per_channel"]) == ("minmax", 256, True)
     assert "percentile" in cal["note"]
@@ -156,7 +156,7 @@ def test_agent_litert_runner_reads_the_manifest_io(keras_artifacts, data):
     the manifest's scale/zero-point gives the outputs the host check scored."""
     from agent.runtimes.base import RunnerOptions, TensorSpec, dequantize_output, quantize_input
     from agent.runtimes.tflite import LiteRTRunner
-    from host.quantize import tflite_inspect
+    from host.quantize.host_run import run_artifact
 
     art = keras_artifacts["static"]
     m = art.manifest
@@ -172,7 +172,7 @@ def test_agent_litert_runner_reads_the_manifest_io(keras_artifacts, data):
     agent_out = np.concatenate([dequantize_output(runner.infer({spec_in.name: quantize_input(x[i:i + 1], q_in)})
                                                   [spec_out.name], q_out) for i in range(len(x))])
     runner.close()
-    np.testing.assert_allclose(agent_out, tflite_inspect.run(art.path, x), atol=1e-6)
+    np.testing.assert_allclose(agent_out, run_artifact(art.path, "tflite", x)[0][0], atol=1e-6)
 
 
 def test_static_float_io_per_tensor_and_unsupported_calib_method(keras_file, data, tmp_path):

@@ -318,6 +318,8 @@ def test_tensorrt_fp32_fp16_static_then_onnx_source(capsys, tmp_path: Path) -> N
     assert "fp16 copy" in m16.checks["runtime"] and a16["cosine"] > 0.999 and 0 < a16["max_abs"] < 0.1
     ms = load_artifact(r["static"]["path"]).manifest
     assert ms.engine["quantization"] == "explicit Q/DQ" and ms.calibration["observer"] == "Entropy"
+    # checked with Q/DQ semantics, never ORT's fused int8 kernels (they saturate on AVX2 without VNNI)
+    assert ms.checks["graph_optimization"] == "disable" and "reference ops" in ms.checks["runtime"]
     assert ms.engine["verified_with_tensorrt"] is False and "onnxscript" in ms.tool_versions
     # symmetric int8: every zero point in the Q/DQ graph is 0
     import onnx

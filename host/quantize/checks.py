@@ -208,11 +208,9 @@ def torch_outputs(model: Any, x: np.ndarray, batch_size: int = 1) -> np.ndarray:
 def source_reference(source: Any, x: np.ndarray, batch_size: int = 50) -> np.ndarray:
     """FP32 outputs of the source model: torch module, or ONNX Runtime for ONNX sources."""
     if source.kind == "onnx":
-        import onnxruntime as ort
+        from host.quantize.host_run import run_artifact
 
-        sess = ort.InferenceSession(source.load().SerializeToString(), providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        return np.concatenate([sess.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+        return run_artifact(source.path, "onnx", x, runtime="onnxruntime")[0][0]
     # exported programs are specialised to their example batch size
     return torch_outputs(source.torch_module(), x, 1 if source.kind == "exported" else batch_size)
 

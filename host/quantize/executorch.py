@@ -22,6 +22,7 @@ from host.quantize.calibration import (
     run_torch_calibration,
     xnnpack_quantization_config,
 )
+from host.quantize.host_run import check_manifest, describe_line, run_artifact
 from host.quantize.qat import finetune
 
 _QDQ_MARK = ("quantize_per_tensor", "quantize_per_channel", "dequantize_per_tensor", "dequantize_per_channel",
@@ -114,19 +115,19 @@ class ExecuTorchConverter(Converter):
         deleg = delegation(edge)
         say(f"executorch {req.method}: wrote {path.name} ({path.stat().st_size / 1e6:.2f} MB); checking with the ExecuTorch runtime")
         x, check_src = checks.check_inputs(req, shape)
-        out = run_pte(str(path), x)
+        inputs = checks.tensor_infos(["input"], [shape], ["float32"])
+        (out,), desc = run_artifact(path, self.format, x, check_manifest(inputs))
         agreement = checks.compare_outputs(checks.source_reference(src, x), out, src.task)
         agreement["data"] = check_src
         outside_heavy = [op for op in deleg["ops_outside_delegate"] if checks.is_heavy_op(op)]
         extra = [f"{len(outside_heavy)} heavy op type(s) run outside XNNPACK (portable kernels): "
                  f"{', '.join(outside_heavy)}"] if outside_heavy else []
         chk = checks.finish_checks(agreement, ops, req.method, extra)
-        chk["runtime"] = "executorch.runtime"
+        chk["runtime"] = describe_line(desc)
         chk["delegation"] = deleg
         return checks.finish_manifest(
             req, path, platform=self.platform, fmt=self.format, precision=precision,
-            inputs=checks.tensor_infos(["input"], [shape], ["float32"]),
-            outputs=checks.tensor_infos(["output"], [[1, *out.shape[1:]]], ["float32"]),
+            inputs=inputs, outputs=checks.tensor_infos(["output"], [[1, *out.shape[1:]]], ["float32"]),
             checks=chk, conversion_s=t.seconds, versions=checks.tool_versions("torch", "torchao", "executorch"),
             engine={"backend": "xnnpack", "quantizer": "XNNPACKQuantizer (symmetric int8)" if precision == "int8" else None,
                     "per_channel": req.per_channel if precision == "int8" else None},
@@ -183,17 +184,3 @@ class ExecuTorchConverter(Converter):
         record = finetune(prepared, req, shape, say, move_to_train=move_exported_model_to_train)
         move_exported_model_to_eval(prepared)
         return convert_pt2e(prepared), record
-
-
-def run_pte(path: str, x: Any) -> Any:
-    """Run a .pte sample by sample with the ExecuTorch runtime; returns the stacked first outputs."""
-    import numpy as np
-    import torch
-    from executorch.runtime import Runtime
-
-    method = Runtime.get().load_program(path).load_method("forward")
-    outs = []
-    for i in range(len(x)):
-        y = method.execute([torch.from_numpy(np.ascontiguousarray(x[i:i + 1]))])[0]
-        outs.append(y.detach().float().numpy())
-    return np.concatenate(outs)

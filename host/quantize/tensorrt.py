@@ -30,6 +30,7 @@ from host.quantize.calibration import (
     ort_data_reader,
     ort_extra_options,
 )
+from host.quantize.host_run import run_artifact
 
 OPSET = 18
 
@@ -76,16 +77,13 @@ def ops_by_precision(model: Any) -> dict[str, dict[str, int]]:
     return checks.count_ops(pairs)
 
 
-def run_onnx(path: Path, x: np.ndarray) -> tuple[np.ndarray, Any]:
-    """ONNX Runtime CPU, sample by sample (the exported graph has batch 1)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    out = np.concatenate([sess.run(None, {name: np.ascontiguousarray(x[i:i + 1])})[0] for i in range(len(x))])
-    return out, sess
+def run_onnx(path: Path, x: np.ndarray, precision: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """The host check's outputs through the agent's ONNX Runtime runner, as the TensorRT stand-in: an int8
+    Q/DQ graph runs with Q/DQ semantics (reference ops), never through ORT's fused int8 kernels, which
+    saturate on x86 CPUs without VNNI and would report a loss the graph does not have."""
+    outs, desc = run_artifact(path, "onnx", x, {"platform": "tensorrt", "precision": precision},
+                              runtime="onnxruntime")
+    return outs[0], desc
 
 
 def fp16_outputs(path: Path, x: np.ndarray) -> np.ndarray:
@@ -99,10 +97,15 @@ def fp16_outputs(path: Path, x: np.ndarray) -> np.ndarray:
         half = Path(tmp) / f"{path.stem}.fp16.onnx"
         try:
             onnx.save(convert_float_to_float16(onnx.load(str(path)), keep_io_types=True), str(half))
-            return run_onnx(half, x)[0]
+            return run_onnx(half, x, "fp16")[0]
         except Exception as e:
             raise QuantizeError(f"the fp16 host check failed: {type(e).__name__}: "
                                 f"{(str(e).strip().splitlines() or [''])[0]}") from e
+
+
+def _dims(value_info: Any) -> list[int]:
+    """A graph input's dims (symbolic or unknown ones as 1, the exported graphs' batch)."""
+    return [d.dim_value if d.HasField("dim_value") else 1 for d in value_info.type.tensor_type.shape.dim]
 
 
 class TensorRTConverter(Converter):
@@ -143,8 +146,9 @@ class TensorRTConverter(Converter):
         model = onnx.load(str(path))
         say(f"tensorrt {req.method}: wrote {path.name} ({path.stat().st_size / 1e6:.2f} MB); checking with ONNX Runtime")
         x, check_src = checks.check_inputs(req, shape)
-        out, sess = run_onnx(path, x)
-        stand_in = "onnxruntime CPUExecutionProvider (host stand-in; the TensorRT engine is built on the device)"
+        out, desc = run_onnx(path, x, precision)
+        stand_in = ("onnxruntime CPUExecutionProvider (host stand-in; the TensorRT engine is built on the device), "
+                    f"arithmetic: {desc['arithmetic']}")
         if req.method == "fp16":
             # the artifact is the fp32 graph (fp16 is a build flag); check what fp16 arithmetic does to it
             out, stand_in = fp16_outputs(path, x), stand_in + ", on an fp16 copy"
@@ -152,7 +156,8 @@ class TensorRTConverter(Converter):
         agreement["data"] = check_src
         chk = checks.finish_checks(agreement, ops_by_precision(model), req.method)
         chk["runtime"] = stand_in
-        ins, outs = sess.get_inputs(), sess.get_outputs()
+        chk["graph_optimization"] = desc["graph_optimization"]
+        ins = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
         flags = {"fp32": [], "fp16": ["fp16"], "static": ["int8", "fp16"]}[req.method]
         engine = {"builder": "TensorRT 10 on the device (trtexec or the Python builder API)",
                   "build_flags": flags, "quantization": "explicit Q/DQ" if precision == "int8" else None,
@@ -160,9 +165,9 @@ class TensorRTConverter(Converter):
                   "verified_with_tensorrt": False}
         return checks.finish_manifest(
             req, path, platform=self.platform, fmt=self.format, precision=precision,
-            inputs=checks.tensor_infos([i.name for i in ins], [[d if isinstance(d, int) else 1 for d in i.shape] for i in ins],
-                                       ["float32"] * len(ins)),
-            outputs=checks.tensor_infos([o.name for o in outs], [[1, *out.shape[1:]]], ["float32"] * len(outs)),
+            inputs=checks.tensor_infos([i.name for i in ins], [_dims(i) for i in ins], ["float32"] * len(ins)),
+            outputs=checks.tensor_infos([o.name for o in model.graph.output], [[1, *out.shape[1:]]],
+                                        ["float32"] * len(model.graph.output)),
             checks=chk, conversion_s=t.seconds,
             versions=checks.tool_versions("torch", "onnx", "onnxruntime", "onnxscript"),
             engine=engine, calibration=calibration)

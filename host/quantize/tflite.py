@@ -31,6 +31,7 @@ from host.models import TF_KINDS
 from host.quantize import checks, tflite_inspect
 from host.quantize.base import Converter, QuantizeError, QuantizeRequest
 from host.quantize.calibration import batches, calib_array, fit_to_shape
+from host.quantize.host_run import describe_line, run_artifact
 
 TORCH_METHODS = ("fp32", "dynamic", "static")
 PRECISION = {"fp32": "fp32", "dynamic": "dynamic-int8", "fp16": "fp16", "static": "int8", "qat": "int8"}
@@ -301,7 +302,7 @@ def _fit(qmodel: Any, base: Any, x: np.ndarray, y: np.ndarray, epochs: int, lr: 
 
 def _host_check(req: QuantizeRequest, path: Any, shape: tuple[int, ...], extra_warnings: list[str]) -> dict[str, Any]:
     x, data_name = checks.check_inputs(req, shape)
-    out = tflite_inspect.run(path, x)
+    (out,), desc = run_artifact(path, "tflite", x, runtime="litert")
     src = req.source
     if src.kind in TF_KINDS:
         ref = src.load().predict(x)
@@ -318,12 +319,7 @@ def _host_check(req: QuantizeRequest, path: Any, shape: tuple[int, ...], extra_w
         agreement["accuracy_fp32"] = float((ref.argmax(1) == y).mean())
     ops = tflite_inspect.ops_by_precision(path)
     chk = checks.finish_checks(agreement, ops, req.method, extra_warnings)
-    try:
-        from importlib.metadata import version
-
-        chk["runtime"] = f"ai-edge-litert {version('ai-edge-litert')} (XNNPACK)"
-    except Exception:  # metadata missing in odd installs: the check still stands
-        chk["runtime"] = "ai-edge-litert (XNNPACK)"
+    chk["runtime"] = describe_line(desc)
     return chk
 
 

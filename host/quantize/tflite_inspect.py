@@ -1,9 +1,7 @@
-"""Open a `.tflite` file with LiteRT (ai_edge_litert): its I/O tensors with quantization parameters,
-its ops counted by precision, and its outputs on a batch of float data (int8 I/O handled).
-
-Used by the host-side check of every TFLite artifact; the interpreter is the same LiteRT the agent
-runs on devices, with XNNPACK on (its default) for outputs and off for the op inventory (with
-XNNPACK on, delegated nodes are folded into one DELEGATE node).
+"""Inspect a `.tflite` file with LiteRT (ai_edge_litert): its I/O tensors with quantization parameters
+and its ops counted by precision. The interpreter runs with XNNPACK off here: with it on, delegated nodes
+are folded into one DELEGATE node. (Outputs for the host check come from the agent's LiteRT runner,
+host.quantize.host_run, with XNNPACK on as on a device.)
 """
 
 from __future__ import annotations
@@ -78,45 +76,3 @@ def ops_by_precision(path: Path) -> dict[str, dict[str, int]]:
         ins = [dtypes[i] for i in op["inputs"] if i >= 0 and i in dtypes]
         pairs.append((op["op_name"], op_precision(op["op_name"], ins)))
     return checks.count_ops(pairs)
-
-
-def run(path: Path, x: np.ndarray, threads: int = 1, chunk: int = 64) -> np.ndarray:
-    """Outputs (first output, dequantized to float32) of the .tflite on float samples x (N, ...).
-
-    Inputs are quantized with the input tensor's scale/zero-point when the model has int8 I/O.
-    A dynamic batch dimension is resized to run `chunk` samples at once; a fixed one runs per batch."""
-    it = _interpreter(path, delegates=True, threads=threads)
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    sig = list(inp.get("shape_signature", inp["shape"]))
-    dynamic_batch = len(sig) > 0 and sig[0] == -1
-    step = chunk if dynamic_batch else int(inp["shape"][0]) or 1
-    in_spec = _tensor_info(inp)
-    out_spec = _tensor_info(out)
-    results = []
-    for i in range(0, len(x), step):
-        xb = x[i:i + step]
-        if not dynamic_batch and len(xb) < step:   # pad a ragged tail to the fixed batch size
-            xb = np.concatenate([xb, np.repeat(xb[-1:], step - len(xb), axis=0)])
-        want = [len(xb), *[int(d) for d in inp["shape"][1:]]]
-        if dynamic_batch and list(it.get_input_details()[0]["shape"]) != want:
-            it.resize_tensor_input(inp["index"], want)
-            it.allocate_tensors()
-        it.set_tensor(inp["index"], quantize(xb, in_spec))
-        it.invoke()
-        y = dequantize(it.get_tensor(out["index"]), out_spec)
-        results.append(y[:min(step, len(x) - i)])
-    return np.concatenate(results)
-
-
-def quantize(x: np.ndarray, spec: TensorInfo) -> np.ndarray:
-    dt = np.dtype(spec.dtype)
-    if dt.kind == "f" or spec.scale == 0:
-        return np.ascontiguousarray(x, dtype=dt)
-    info = np.iinfo(dt)
-    return np.clip(np.round(x / spec.scale + spec.zero_point), info.min, info.max).astype(dt)
-
-
-def dequantize(y: np.ndarray, spec: TensorInfo) -> np.ndarray:
-    if np.dtype(spec.dtype).kind == "f" or spec.scale == 0:
-        return y.astype(np.float32, copy=False)
-    return (y.astype(np.float32) - spec.zero_point) * spec.scale

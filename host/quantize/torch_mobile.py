@@ -24,6 +24,7 @@ from host.quantize.calibration import (
     run_torch_calibration,
     torch_fx_qconfig_mapping,
 )
+from host.quantize.host_run import check_manifest, describe_line, run_artifact
 from host.quantize.qat import finetune
 
 # What the device's lite interpreter must read: the TorchScript zip (bytecode + code), not flatbuffer.
@@ -166,18 +167,15 @@ class TorchMobileConverter(Converter):
             scripted._save_for_lite_interpreter(str(path))
         say(f"pytorch {req.method}: wrote {path.name} ({path.stat().st_size / 1e6:.2f} MB); checking with the lite interpreter")
         x, check_src = checks.check_inputs(req, shape)
-        with quantized_engine(engine):
-            from torch.jit.mobile import _load_for_lite_interpreter
-
-            lite = _load_for_lite_interpreter(str(path))
-            out = checks.torch_outputs(lite, x, 1)
+        inputs = checks.tensor_infos(["input"], [shape], ["float32"])
+        (out,), desc = run_artifact(path, self.format, x, check_manifest(
+            inputs, format=self.format, engine={"quantized_engine": engine}))
         ref = checks.source_reference(src, x)
         agreement = checks.compare_outputs(ref, out, src.task)
         agreement["data"] = check_src
         ops = ops_by_precision(scripted)
         chk = checks.finish_checks(agreement, ops, req.method, fused_float_warnings(ops, req.method))
-        chk["runtime"] = f"torch lite interpreter {torch.__version__}"
-        inputs = checks.tensor_infos(["input"], [shape], ["float32"])
+        chk["runtime"] = describe_line(desc) + f", quantized engine {desc.get('quantized_engine')}"
         outputs = checks.tensor_infos(["output"], [[1, *out.shape[1:]]], ["float32"])
         return checks.finish_manifest(
             req, path, platform=self.platform, fmt=self.format, precision=precision, inputs=inputs,
