@@ -33,8 +33,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--platform", default=",".join(PLATFORMS), help="platforms to try, comma-separated")
     p.add_argument("--method", default=",".join(METHODS), help="methods to try, comma-separated")
     p.add_argument("--data-limit", type=int, default=1000, help="test images evaluated on the device per artifact")
-    p.add_argument("--min-seconds", type=float, default=1.0, help="minimum steady-state seconds per benchmark")
-    p.add_argument("--max-seconds", type=float, default=3.0, help="maximum steady-state seconds per benchmark")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="minimum steady-state seconds per artifact, split across its repetitions")
+    p.add_argument("--max-seconds", type=float, default=3.0, help="maximum steady-state seconds per repetition")
     p.add_argument("--max-drop", type=float, default=1.0, help="accuracy budget (pp) for the best choice")
     p.add_argument("--keep-agent", action="store_true", help="leave the local agent running afterwards")
     return p.parse_args(argv)
@@ -90,8 +90,10 @@ def run(args: argparse.Namespace) -> int:
     transport = open_transport(target)
     was_running = bool(transport.agent_status().get("running"))
     store = ResultStore(out / "results.sqlite")
-    settings = RunSettings(runs=20, min_seconds=args.min_seconds, max_seconds=args.max_seconds, warmup_runs=3,
-                           warmup_seconds=0.2, target_ci=0.02, data="fashion-mnist:test",
+    # the demo's steady-state budget per artifact is split across the default repetitions (host deploy)
+    reps = RunSettings().repeats
+    settings = RunSettings(runs=max(4, 20 // reps), min_seconds=args.min_seconds / reps, max_seconds=args.max_seconds,
+                           warmup_runs=3, warmup_seconds=0.03, target_ci=0.02, data="fashion-mnist:test",
                            data_limit=args.data_limit)
     try:
         results = deploy([target], artifacts, settings, store, log=_log)
