@@ -16,7 +16,7 @@ import tomllib
 from host.errors import UserError
 
 KINDS = ("local", "raspberry-pi", "android", "jetson", "linux")
-TRANSPORTS = ("local", "ssh", "adb")
+TRANSPORTS = ("local", "ssh", "adb", "tcp")
 
 
 class TargetError(UserError):
@@ -38,6 +38,12 @@ class Target:
     # adb
     serial: str = ""
     adb_connect: str = ""               # host:port for TCP devices (adb connect), empty for USB
+    # tcp (mutual TLS, no tunnel): files from `python -m host.tls init`
+    tls_ca: str = ""                    # the project CA (PEM)
+    tls_cert: str = ""                  # this host's client certificate
+    tls_key: str = ""
+    tls_name: str = ""                  # the name the agent's certificate must carry (pinned); default: target name
+    secret_file: str = ""               # host-side copy of the agent's call secret
     # device side
     workdir: str = "~/.edgebench"       # where the agent, its venv and its store live on the device
     python: str = "python3"             # device-side interpreter (Android: one the adb shell user may run)
@@ -93,8 +99,8 @@ def validate(t: Target) -> None:
         raise TargetError(f"target {t.name}: kind must be one of {', '.join(KINDS)}, not {t.kind!r}")
     if t.transport not in TRANSPORTS:
         raise TargetError(f"target {t.name}: transport must be one of {', '.join(TRANSPORTS)}")
-    if t.transport == "ssh" and not t.host:
-        raise TargetError(f"target {t.name}: ssh transport needs host = \"...\"")
+    if t.transport in ("ssh", "tcp") and not t.host:
+        raise TargetError(f"target {t.name}: {t.transport} transport needs host = \"...\"")
 
 
 def load_targets(dirs: Optional[list[Path]] = None) -> dict[str, Target]:

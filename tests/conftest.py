@@ -85,7 +85,9 @@ class AgentProcess:
 
     @property
     def secret(self) -> str:
-        return (self.store / "agent.secret").read_text().strip()
+        a = list(self.args)
+        f = Path(a[a.index("--auth-file") + 1]) if "--auth-file" in a else self.store / "agent.secret"
+        return f.read_text().strip()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -183,7 +183,13 @@ def test_agent_started_through_adb_shell(device, tmp_path):
     try:
         address = t.connect(events.append)
         assert any(e.startswith("pushing agent") for e in events)
-        info = pb_grpc.AgentStub(grpc.insecure_channel(address)).GetInfo(pb.GetInfoRequest(), timeout=30)
+        # the transport brought the agent's secret back (adb shell cat): a plain channel is refused, its client not
+        with pytest.raises(grpc.RpcError) as refused:
+            pb_grpc.AgentStub(grpc.insecure_channel(address)).GetInfo(pb.GetInfoRequest(), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        from host.client import AgentClient
+
+        info = AgentClient(address).stub.GetInfo(pb.GetInfoRequest(), timeout=30)
         status = t.agent_status()
         # the agent outlived the `adb shell` that started it and is the process the pid file names
         assert status["running"] and status["pid"] == info.pid

@@ -58,15 +58,19 @@ def slow_agent(tmp_path_factory):
         port_file = d / "agent.port"
         proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, sys.executable, "-m", "agent.cli", "serve", "--listen", f"{dev_ip}:0",
-             "--store", str(d / "store"), "--port-file", str(port_file)],
+             "--store", str(d / "store"), "--port-file", str(port_file),
+             "--insecure-listen"],       # a private veth pair: the test needs the link, not TLS
             cwd=str(ROOT), stdout=open(d / "agent.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 30
         while not port_file.exists():
             assert proc.poll() is None, (d / "agent.log").read_text()
             assert time.monotonic() < deadline, "agent in the namespace did not start"
             time.sleep(0.05)
-        yield {"address": f"{dev_ip}:{int(port_file.read_text())}", "store": d / "store", "pid": proc.pid,
-               "dir": d}
+        address = f"{dev_ip}:{int(port_file.read_text())}"
+        from host.client import remember_agent
+
+        remember_agent(address, (d / "store" / "agent.secret").read_text())
+        yield {"address": address, "store": d / "store", "pid": proc.pid, "dir": d}
     finally:
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -110,8 +114,8 @@ def test_push_progress_arrives_while_the_link_is_slow(slow_agent, tmp_path):
 _PUSH_SCRIPT = """
 import sys
 from host.client import AgentClient
-addr, path, sha = sys.argv[1:4]
-with AgentClient(addr, timeout=60) as c:
+addr, path, sha, secret = sys.argv[1:5]
+with AgentClient(addr, timeout=60, secret=open(secret).read().strip()) as c:
     c.push(path, sha, "tflite", retries=0)
 """
 
@@ -121,7 +125,8 @@ def test_push_killed_midway_resumes_with_only_the_rest(slow_agent, tmp_path):
 
     path, sha = _artifact(tmp_path / "b.tflite", 2)
     part = slow_agent["store"] / "partial" / f"{sha}.part"
-    proc = subprocess.Popen([sys.executable, "-c", _PUSH_SCRIPT, slow_agent["address"], str(path), sha],
+    proc = subprocess.Popen([sys.executable, "-c", _PUSH_SCRIPT, slow_agent["address"], str(path), sha,
+                             str(slow_agent["store"] / "agent.secret")],
                             cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while not (part.exists() and part.stat().st_size >= SIZE * 0.3):

@@ -10,6 +10,7 @@ _CLASSES = {
     "local": ("host.transports.local", "LocalTransport"),
     "ssh": ("host.transports.ssh", "SSHTransport"),
     "adb": ("host.transports.adb", "AdbTransport"),
+    "tcp": ("host.transports.tcp", "TcpTransport"),
 }
 
 
