@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction, help_: str) -> None:
         "Reference models defined in this project and trained by it on first use (no downloads), then cached "
         "under $EDGEBENCH_CACHE/zoo or ~/.cache/edgebench/zoo: a ResNet-8 classifier on Fashion-MNIST, a "
         "CenterNet-style detector and a U-Net segmenter on the synthetic shapes. As --model sources they are "
-        "host.zoo.models:classifier, :detector and :segmenter."))
+        "host.zoo.models:classifier, :detector and :segmenter. Pretrained (weights from pip packages, nothing "
+        "to train): efficientnet-lite0 (host.zoo.models:efficientnet_lite0, ImageNet, data photos) and minilm "
+        "(host.zoo.models:minilm, sentence embeddings, data text)."))
     zsub = p.add_subparsers(dest="zoo_command", metavar="ACTION")
     lp = zsub.add_parser("list", help="the models, whether they are trained, and their test metrics")
     lp.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
@@ -30,7 +32,7 @@ def register(sub: argparse._SubParsersAction, help_: str) -> None:
     tp.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
     ep = zsub.add_parser("export", help="convert a model for platforms and methods (via host quantize's registry)",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ep.add_argument("name", help="classifier, detector or segmenter")
+    ep.add_argument("name", help="classifier, detector, segmenter, efficientnet-lite0 or minilm")
     ep.add_argument("--platform", type=_csv, default=["pytorch", "executorch", "tflite", "tensorrt"],
                     help="platforms, comma-separated")
     ep.add_argument("--method", type=_csv, default=["fp32", "dynamic", "fp16", "static", "qat"],
@@ -43,7 +45,7 @@ def register(sub: argparse._SubParsersAction, help_: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from host.zoo import ZOO, cache_dir, entry
+    from host.zoo import PRETRAINED, ZOO, cache_dir, entry
 
     action = getattr(args, "zoo_command", None)
     if action is None:
@@ -59,10 +61,16 @@ def run(args: argparse.Namespace) -> int:
                          "trained": bool(info), "metric": e.metric,
                          "value": (info.get("metrics") or {}).get(e.metric), "params": info.get("params"),
                          "train_s": info.get("train_s"), "description": e.description})
+        for name, p in PRETRAINED.items():
+            rows.append({"name": name, "task": p.task, "model": f"host.zoo.models:{p.factory}", "dataset": p.dataset,
+                         "trained": True, "pretrained": p.package, "metric": p.metric, "value": None,
+                         "params": None, "train_s": None, "description": p.description})
         if args.json:
             dump_json({"cache": str(cache_dir()), "models": rows})
         else:
-            print_table([[r["name"], r["task"], r["dataset"], "yes" if r["trained"] else "no (on first use)",
+            print_table([[r["name"], r["task"], r["dataset"],
+                          f"pip {r['pretrained']}" if r.get("pretrained") else
+                          "yes" if r["trained"] else "no (on first use)",
                           "-" if r["value"] is None else f"{r['metric']} {100 * r['value']:.2f}%", r["description"]]
                          for r in rows], ["name", "task", "data", "trained", "test metric", "model"])
             print(f"cache: {cache_dir()}")

@@ -4,6 +4,8 @@ A dataset spec is a string:
   fashion-mnist[:train|:test]   the Debian package dataset-fashion-mnist (idx files, no download)
   digits                        scikit-learn's 8x8 digits
   shapes-det / shapes-seg       the project's deterministic synthetic shapes (host.data.synthetic)
+  photos[:calib|:check]         scikit-image's sample photos and disjoint sets of views (host.data.photos)
+  text:calib|text:check         Debian fortunes, tokenized for the zoo's MiniLM (host.data.text)
   DIR                           an ImageFolder tree (DIR/<class>/<image>)
   FILE.npy / FILE.npz           arrays; .npz may hold `x` and `y` (or the first two arrays)
 Every loader returns float32 NCHW images after `Preprocess` (recorded in manifests), plus labels
@@ -81,6 +83,9 @@ class Dataset:
     preprocess: Preprocess = field(default_factory=Preprocess)
     task: str = "classification"
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. boxes/masks for detection/segmentation
+    # A model with several inputs: all of them by name, in forward() order; x is then the first one
+    # (what single-input code paths feed). Empty for the usual one-input data.
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -89,7 +94,11 @@ class Dataset:
         sl = slice(start, start + n)
         meta = {k: (v[sl] if isinstance(v, (np.ndarray, list)) else v) for k, v in self.meta.items()}
         return Dataset(self.name, self.x[sl], None if self.y is None else self.y[sl], self.classes,
-                       self.preprocess, self.task, meta)
+                       self.preprocess, self.task, meta, {k: v[sl] for k, v in self.inputs.items()})
+
+    def input_arrays(self) -> list[np.ndarray]:
+        """Every model input, in forward() order: [x] unless the data has several inputs."""
+        return list(self.inputs.values()) if self.inputs else [self.x]
 
     def to_layout(self, layout: str) -> np.ndarray:
         if layout == self.preprocess.layout or self.x.ndim != 4:
@@ -212,6 +221,16 @@ def load_dataset(spec: str, split: Optional[str] = None, limit: Optional[int] = 
                  pp: Optional[Preprocess] = None) -> Dataset:
     """Resolve a dataset spec string (see module doc). Raises DatasetError with one clear line."""
     name, _, sp = spec.partition(":")
+    if name == "photos":  # no split: one view per photo; otherwise calib/check (train/test as aliases)
+        from host.data import photos
+
+        return photos.load(split or sp or "all", limit, pp)
+    if name == "text":
+        if pp is not None:
+            raise DatasetError("--preprocess applies to images; text is tokenized for the zoo's minilm")
+        from host.data import text
+
+        return text.load(split or sp or "calib", limit)
     split = split or sp or "train"
     if pp is not None and (name in ("fashion-mnist", "digits", "shapes-det", "shapes-seg", "shapes")
                            or Path(spec).suffix in (".npy", ".npz")):
@@ -232,4 +251,5 @@ def load_dataset(spec: str, split: Optional[str] = None, limit: Optional[int] = 
         return array_file(p, limit)
     if p.exists():
         raise DatasetError(f"unsupported data file {p} (use a .npy/.npz file or an image folder)")
-    raise DatasetError(f"unknown dataset {spec!r}: use fashion-mnist, digits, shapes-det, shapes-seg, a folder or a .npy/.npz")
+    raise DatasetError(f"unknown dataset {spec!r}: use fashion-mnist, digits, shapes-det, shapes-seg, "
+                       "photos[:calib|:check], text:calib|text:check, a folder or a .npy/.npz")

@@ -175,3 +175,55 @@ def agreement(outputs: np.ndarray, reference: np.ndarray, class_axis: int = 1) -
     top1 = np.mean(np.argmax(a, axis=axis) == np.argmax(b, axis=axis)) if a.ndim > 1 else float(np.all(a == b))
     return {"top1_agreement": float(top1), "cosine": float(np.mean(cos)),
             "max_abs": float(np.max(np.abs(a - b))) if a.size else 0.0}
+
+
+# ---------------------------------------------------------------- label-free metrics (real unlabelled data)
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two (N, ...) arrays (1.0 where both rows are zero)."""
+    fa = np.asarray(a, np.float64).reshape(len(a), -1)
+    fb = np.asarray(b, np.float64).reshape(len(b), -1)
+    if fa.shape != fb.shape:
+        raise ValueError(f"output shapes differ: {fa.shape} vs {fb.shape}")
+    denom = np.linalg.norm(fa, axis=1) * np.linalg.norm(fb, axis=1)
+    return np.where(denom > 0, np.sum(fa * fb, axis=1) / np.where(denom > 0, denom, 1), 1.0)
+
+
+def topk_agreement(logits: np.ndarray, reference: np.ndarray, k: int = 5) -> float:
+    """Fraction of samples whose reference top-1 class is among the k largest scores of `logits`
+    (top-5 agreement: the FP32 answer is still in the converted model's top 5)."""
+    a = np.asarray(logits).reshape(len(logits), -1)
+    ref_top1 = np.argmax(np.asarray(reference).reshape(len(reference), -1), axis=1)
+    k = min(k, a.shape[1])
+    top = np.argsort(-a, axis=1, kind="stable")[:, :k]
+    return float(np.mean(np.any(top == ref_top1[:, None], axis=1)))
+
+
+def classifier_agreement(logits: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Label-free scores of a classifier against its FP32 reference: top-1 and top-5 agreement and the
+    mean cosine of the logit vectors."""
+    a = np.asarray(logits).reshape(len(logits), -1)
+    b = np.asarray(reference).reshape(len(reference), -1)
+    if a.shape != b.shape:
+        raise ValueError(f"output shapes differ: {a.shape} vs {b.shape}")
+    return {"top1_agreement": float(np.mean(np.argmax(a, 1) == np.argmax(b, 1))),
+            "top5_agreement": topk_agreement(a, b, 5), "cosine": float(np.mean(_cosines(a, b)))}
+
+
+def nearest_neighbours(emb: np.ndarray) -> np.ndarray:
+    """Index of each row's most cosine-similar other row."""
+    e = np.asarray(emb, np.float64).reshape(len(emb), -1)
+    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    sim = e @ e.T
+    np.fill_diagonal(sim, -np.inf)
+    return np.argmax(sim, axis=1)
+
+
+def embedding_agreement(emb: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Label-free scores of an embedding model against its FP32 reference over one set of inputs:
+    mean and minimum per-sample cosine, and nearest-neighbour agreement (the fraction of samples whose
+    nearest other sample in the set is the same under both models: what retrieval would return)."""
+    cos = _cosines(emb, reference)
+    nn_same = nearest_neighbours(emb) == nearest_neighbours(reference) if len(emb) > 1 else np.ones(1, bool)
+    return {"cosine": float(np.mean(cos)), "min_cosine": float(np.min(cos)),
+            "nn_agreement": float(np.mean(nn_same))}

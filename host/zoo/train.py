@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from host.data.datasets import Dataset, load_dataset
-from host.zoo import ZOO_VERSION, ZooEntry, ZooError, cache_dir, entry
+from host.zoo import PRETRAINED, ZOO_VERSION, ZooEntry, ZooError, cache_dir, entry
 
 Progress = Optional[Callable[[str], None]]
 
@@ -59,6 +59,8 @@ def _locked(path: Path) -> Iterator[None]:
 
 def cached_info(name: str, root: Optional[Path] = None) -> Optional[dict[str, Any]]:
     """The cache json of a trained model of the current version, or None."""
+    if name in PRETRAINED:  # weights live in a pip package, not in the cache
+        return None
     root = root or cache_dir()
     meta, weights = root / f"{name}.json", root / f"{name}.pt"
     if not (meta.is_file() and weights.is_file()):
@@ -74,6 +76,11 @@ def get(name: str, root: Optional[Path] = None, progress: Progress = _stderr, **
     """The trained model (eval mode): from the cache, or trained now and cached."""
     import torch
 
+    e = entry(name)
+    if e.pretrained:
+        from host.zoo import models
+
+        return getattr(models, e.factory)()
     root = root or cache_dir()
     with _locked(root / f"{name}.lock"):
         if cached_info(name, root) is None:
@@ -89,6 +96,8 @@ def train(name: str, root: Optional[Path] = None, epochs: Optional[int] = None, 
     import torch
 
     e = entry(name)
+    if e.pretrained:
+        raise ZooError(f"{name} is pretrained (weights from pip package {e.package}): nothing to train")
     root = root or cache_dir()
     try:
         root.mkdir(parents=True, exist_ok=True)
