@@ -39,11 +39,19 @@ def sentences(root: Path = FORTUNES_DIR) -> list[str]:
         for entry in re.split(r"^%$", f.read_text(encoding="utf-8", errors="replace"), flags=re.M):
             if "\t" in entry or "  " in entry.strip("\n").replace("\n", " ").strip():
                 continue  # tables, indented verse, ASCII layouts: not sentences
-            s = " ".join(entry.split())
+            s = " ".join(_unstrike(entry).split())
             if MIN_WORDS <= len(s.split()) <= MAX_WORDS and s not in seen:
                 seen.add(s)
                 out.append(s)
     return out
+
+
+def _unstrike(s: str) -> str:
+    """Typewriter overstrikes (`_ BS c` underlines, `c BS c` bold; `___ BS BS BS abc`) -> plain text."""
+    while "\x08" in s:
+        t = re.sub(r"[^\x08]\x08", "", s)
+        s = t if t != s else s.replace("\x08", "")
+    return s
 
 
 def split_of(text: str) -> str:
