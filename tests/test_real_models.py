@@ -15,7 +15,7 @@ from host.zoo import ZooError, entry  # noqa: E402
 from host.zoo import efficientnet as E  # noqa: E402
 from host.zoo import minilm as ML  # noqa: E402
 from host.zoo.imagenet import class_names  # noqa: E402
-from host.zoo.models import efficientnet_lite0, minilm  # noqa: E402
+from host.zoo.models import efficientnet_lite0, minilm, minilm_masked  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_efficientnet_names_what_is_in_the_photos(photo_logits):
 
 @pytest.fixture(scope="module")
 def mini():
-    return minilm()
+    return minilm_masked()
 
 
 SENTENCES = ["A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell sharply today."]
@@ -95,7 +95,7 @@ def test_minilm_embedding_fingerprint_and_paraphrases(mini):
     assert ids[0, :10].tolist() == [101, 1037, 2158, 2003, 2652, 1037, 2858, 1012, 102, 0]
     with torch.no_grad():
         e = mini(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-        derived = mini(torch.from_numpy(ids)).numpy()  # the mask from ids != [PAD]
+        derived = mini(torch.from_numpy(ids), torch.from_numpy(ids) != ML.PAD_ID).numpy()  # MiniLMFromIds' mask
     np.testing.assert_array_equal(e, derived)
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
     # stored from this definition; it matched sentence-transformers 6.3 on the same folder (cos 1.0000)
@@ -114,6 +114,18 @@ def test_minilm_exports_with_both_inputs(mini):
     assert not any("scaled_dot_product" in o for o in ops), ops
     with torch.no_grad():
         np.testing.assert_allclose(ep.module()(*args).numpy(), mini(*args).numpy(), atol=1e-6)
+
+
+def test_minilm_single_input_form_traces_with_fx():
+    """The zoo factory feeds input_ids alone (what single-input converters pass); FX (PyTorch Mobile's
+    quantization path) and torch.export both take it."""
+    model = minilm()
+    ids, mask = ML.tokenize(SENTENCES[:2])
+    gm = torch.fx.symbolic_trace(model)
+    with torch.no_grad():
+        np.testing.assert_allclose(gm(torch.from_numpy(ids)).numpy(),
+                                   ML.MiniLM.forward(model, torch.from_numpy(ids), torch.from_numpy(mask)).numpy(),
+                                   atol=1e-6)
 
 
 def test_zoo_entries_are_pretrained():

@@ -7,9 +7,9 @@ Face folder (model.safetensors, config.json, tokenizer.json); both are read stra
 Written so that torch.export, ONNX, litert-torch and the PT2E/FX quantizers take it:
   * fixed sequence length SEQ_LEN = 128 (the tokenizer pads/truncates to it; the model was trained with up
     to 256 tokens, and 128 covers the fortunes corpus while halving attention cost against 256);
-  * forward(input_ids, attention_mask=None), both int64 [N, 128]; without a mask it is derived as
-    input_ids != 0 ([PAD] is id 0 and the tokenizer never emits it for text), so single-input pipelines
-    can feed input_ids alone and get the same embedding;
+  * two forms of one network (same weights, same output): MiniLM.forward(input_ids, attention_mask), both
+    int64 [N, 128], and MiniLMFromIds.forward(input_ids), which derives the mask as input_ids != 0 ([PAD]
+    is id 0 and the tokenizer never emits it for text) for pipelines that feed one tensor;
   * attention as plain matmul + softmax (no fused scaled_dot_product_attention fast path); the padding
     mask multiplies the probabilities and renormalises instead of adding a large negative bias, which is
     the same arithmetic but keeps every intermediate tensor in a small range a static int8 observer can
@@ -164,9 +164,7 @@ class MiniLM(nn.Module):
             Layer(hidden, config["num_attention_heads"], config["intermediate_size"], eps)
             for _ in range(config["num_hidden_layers"]))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if attention_mask is None:
-            attention_mask = input_ids != PAD_ID
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         m = attention_mask.to(torch.float32)
         x = self.embeddings(input_ids)
         am = m[:, None, None, :]
@@ -177,8 +175,20 @@ class MiniLM(nn.Module):
         return pooled / torch.sqrt((pooled * pooled).sum(dim=1, keepdim=True)).clamp_min(1e-12)
 
 
-def load() -> MiniLM:
-    """all-MiniLM-L6-v2 with the packaged weights, in eval mode."""
+class MiniLMFromIds(MiniLM):
+    """The same network fed input_ids alone, the mask derived in the graph as input_ids != [PAD]: identical
+    output (the tokenizer's mask is exactly that), and one input for pipelines that feed one tensor. (An
+    optional mask argument would not do: FX tracing cannot follow an `is None` branch.)"""
+
+    input_names = ("input_ids",)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(input_ids, input_ids != PAD_ID)
+
+
+def load(with_mask_input: bool = False) -> MiniLM:
+    """all-MiniLM-L6-v2 with the packaged weights, in eval mode: forward(input_ids) (mask derived), or
+    forward(input_ids, attention_mask) with with_mask_input."""
     from safetensors.torch import load as load_safetensors
 
     with _zip() as z:
@@ -187,7 +197,7 @@ def load() -> MiniLM:
     if config.get("hidden_act") != "gelu" or config.get("position_embedding_type", "absolute") != "absolute":
         raise ZooError(f"unexpected MiniLM config in {PACKAGE}: {config.get('hidden_act')}, "
                        f"{config.get('position_embedding_type')}")
-    model = MiniLM(config)
+    model = MiniLM(config) if with_mask_input else MiniLMFromIds(config)
     # the BERT pooler (CLS dense + tanh) is not part of sentence-transformers' mean-pooled embedding
     state = {k: v for k, v in state.items() if not k.startswith("pooler.") and k != "embeddings.position_ids"}
     model.load_state_dict(state, strict=True)

