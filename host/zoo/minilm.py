@@ -151,6 +151,7 @@ class MiniLM(nn.Module):
     """BERT encoder + mean pooling + L2 normalisation: int64 [N, 128] ids (and mask) -> [N, 384] unit vectors."""
 
     input_shape = (1, SEQ_LEN)
+    input_dtype = "int64"  # token ids: example/random inputs for converters must be integers in [0, vocab)
     task = "embedding"
     input_names = ("input_ids", "attention_mask")
 

@@ -70,9 +70,11 @@ efficientnet_lite0.task = "classification"
 minilm.input_shape = (1, 128)
 minilm.task = "embedding"
 minilm.input_names = ("input_ids",)
+minilm.input_dtype = "int64"
 minilm_masked.input_shape = (1, 128)
 minilm_masked.task = "embedding"
 minilm_masked.input_names = ("input_ids", "attention_mask")
+minilm_masked.input_dtype = "int64"
 
 
 def postprocess(task: str, outputs: np.ndarray) -> Any:
