@@ -105,7 +105,7 @@ def pairs(models: dict, a: str, b: str, floor: float) -> dict:
             "speedups": [r["speedup"] for r in res], "cis": [r["ci"] for r in res]}
 
 
-def cost(models: dict, rounds: int = 4) -> dict:
+def cost(models: dict, rounds: int = 7) -> dict:
     def timed(extra: list[str]) -> float:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "host.cli", "deploy", "--target", "local", "--artifact",
