@@ -271,6 +271,39 @@ def test_executorch_qat_on_small_cnn(capsys, tmp_path: Path) -> None:
 
 
 @needs_fashion
+def test_qat_from_pytorch_for_tflite_and_tensorrt(capsys, tmp_path: Path) -> None:
+    """The QAT pairs once refused: litert-torch after PT2E QAT, and symmetric fake-quant exported as Q/DQ
+    ONNX for TensorRT (BN folded, int8 weight initializers); both int8 where it matters."""
+    pytest.importorskip("litert_torch", reason="needs litert-torch (the 'tflite' extra)")
+    pytest.importorskip("onnxruntime", reason="needs the 'tensorrt' or 'onnx' extra (onnxruntime)")
+    rc, res, err = quantize(capsys, "--model", CNN, "--platform", "tflite,tensorrt", "--method", "qat",
+                            "--train", "fashion-mnist", "--train-samples", "256", "--check-samples", "100",
+                            "--out", str(tmp_path))
+    assert rc == 0, err
+    r = {x["platform"]: x for x in res}
+    for platform in ("tflite", "tensorrt"):
+        assert r[platform]["precision"] == "int8", platform
+        assert float_heavy_ops(r[platform]) == [], (platform, r[platform]["checks"]["ops_by_precision"])
+        assert agreement(r[platform])["top1_agreement"] >= 0.85, (platform, agreement(r[platform]))
+        assert fp32_weight_bytes(CNN) / r[platform]["size_bytes"] >= 2.5, platform
+        assert load_artifact(r[platform]["path"]).manifest.calibration["history"][0]["epoch"] == 1
+    tfl_int8 = r["tflite"]["checks"]["ops_by_precision"]["int8"]
+    assert tfl_int8["CONV_2D"] + tfl_int8.get("DEPTHWISE_CONV_2D", 0) == 3   # a 1-channel conv lowers to depthwise
+    import onnx
+    from onnx import numpy_helper
+
+    g = onnx.load(r["tensorrt"]["path"]).graph
+    assert r["tensorrt"]["checks"]["ops_by_precision"]["int8"]["Conv"] == 3
+    assert not any(n.op_type == "BatchNormalization" for n in g.node)          # folded before export
+    inits = {i.name: i for i in g.initializer}
+    alias = {n.output[0]: n.input[0] for n in g.node if n.op_type == "Identity"}
+    zp_names = {alias.get(n.input[2], n.input[2]) for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    assert zp_names and not any(numpy_helper.to_array(inits[z]).any() for z in zp_names)   # symmetric: zp 0
+    weights = [i for i in g.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
+    assert len(weights) == 3                                                     # conv weights stored as int8
+
+
+@needs_fashion
 def test_mlp_on_pytorch_dynamic_executorch_static_tflite_static(capsys, tmp_path: Path) -> None:
     """One MLP, three (platform, method) pairs, each run by its own host runtime against the fp32 source."""
     pytest.importorskip("executorch", reason="needs the 'executorch' extra")

@@ -5,6 +5,8 @@ fp32 / fp16  plain ONNX (torch.onnx: the dynamo exporter with onnxscript, the le
 static       explicit Q/DQ ONNX via onnxruntime.quantization.quantize_static: symmetric per-channel
              int8 weights, symmetric int8 activations, float bias (what TensorRT's explicit
              quantization expects), calibrator minmax / percentile / entropy
+qat          symmetric int8 fake-quant fine-tuning, exported as the same kind of Q/DQ ONNX
+             (host.quantize.tensorrt_qat)
 
 `.onnx` sources are accepted directly. The host check runs the ONNX with ONNX Runtime (CPU); for
 fp16 it runs an fp16 copy of the graph (onnxruntime.transformers.float16), the nearest stand-in for
@@ -35,7 +37,7 @@ from host.quantize.host_run import run_artifact
 OPSET = 18
 
 
-def export_onnx(model: Any, example: Any, path: Path) -> str:
+def export_onnx(model: Any, example: Any, path: Path, legacy_only: bool = False) -> str:
     """torch -> ONNX with one input "input" and one output "output"; returns the exporter used."""
     import logging
 
@@ -44,7 +46,7 @@ def export_onnx(model: Any, example: Any, path: Path) -> str:
     # The dynamo exporter logs a warning per missing torchvision op; none of them matter here.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     errors = []
-    for dynamo in (True, False):
+    for dynamo in (False,) if legacy_only else (True, False):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -111,7 +113,7 @@ def _dims(value_info: Any) -> list[int]:
 class TensorRTConverter(Converter):
     platform = "tensorrt"
     format = "onnx"
-    methods = ("fp32", "fp16", "static")
+    methods = ("fp32", "fp16", "static", "qat")
 
     def unsupported_reason(self, source: Any, method: str) -> Optional[str]:
         base = super().unsupported_reason(source, method)
@@ -120,6 +122,8 @@ class TensorRTConverter(Converter):
         if source.kind in ("keras", "savedmodel"):
             return (f"a {source.kind} model cannot go to tensorrt here: Keras -> ONNX needs tf2onnx, which is not "
                     "installed; convert it to ONNX yourself and pass the .onnx")
+        if method == "qat" and not source.is_torch:
+            return "tensorrt qat fine-tunes a PyTorch model: pass the PyTorch source, not an exported .onnx"
         return None
 
     def quantize(self, req: QuantizeRequest) -> Artifact:
@@ -134,12 +138,17 @@ class TensorRTConverter(Converter):
         with t, tempfile.TemporaryDirectory() as tmp:
             if src.kind == "onnx":
                 fp32_path, exporter = Path(src.path), "source .onnx"
-            else:
+            elif req.method != "qat":
                 fp32_path = Path(tmp) / "fp32.onnx"
                 exporter = export_onnx(src.torch_module(), src.example_input(), fp32_path)
             if req.method in ("fp32", "fp16"):
                 onnx.save(onnx.load(str(fp32_path)), str(path))
                 precision = req.method
+            elif req.method == "qat":
+                from host.quantize.tensorrt_qat import qat_to_qdq_onnx
+
+                exporter, calibration = qat_to_qdq_onnx(req, shape, path, export_onnx, say)
+                precision = "int8"
             else:
                 calibration = self._static(req, shape, fp32_path, path, Path(tmp), say)
                 precision = "int8"
@@ -158,7 +167,7 @@ class TensorRTConverter(Converter):
         chk["runtime"] = stand_in
         chk["graph_optimization"] = desc["graph_optimization"]
         ins = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
-        flags = {"fp32": [], "fp16": ["fp16"], "static": ["int8", "fp16"]}[req.method]
+        flags = {"fp32": [], "fp16": ["fp16"], "static": ["int8", "fp16"], "qat": ["int8", "fp16"]}[req.method]
         engine = {"builder": "TensorRT 10 on the device (trtexec or the Python builder API)",
                   "build_flags": flags, "quantization": "explicit Q/DQ" if precision == "int8" else None,
                   "exporter": exporter, "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0),

@@ -7,14 +7,14 @@ From Keras (.keras/.h5) or a SavedModel, with tf.lite.TFLiteConverter:
   static   full integer with a representative dataset (--calib), int8 input/output unless --float-io
   qat      tfmot quantize_model on a tf_keras copy of the model, fine-tuned on --train for --epochs,
            then converted like static (int8 I/O unless --float-io)
-From PyTorch (factory / .pt2) with litert-torch: fp32, dynamic, static (host.quantize.tflite_from_torch).
+From PyTorch (factory / .pt2) with litert-torch: fp32, dynamic, static, qat (host.quantize.tflite_from_torch).
 
 TFLiteConverter calibrates activations with min/max only; it offers no percentile or entropy
 calibration. A request for those is recorded (`calibration.requested`) and warned about; the artifact
 is calibrated with min/max. Keras models take NHWC input: calibration/check data are transposed from
 the datasets' NCHW and the manifest's preprocessing records layout NHWC.
 
-Host check: a held-out slice runs through the artifact with LiteRT (host.quantize.tflite_inspect) and
+Host check: a held-out slice runs through the artifact with the agent's LiteRT runner (host.quantize.host_run) and
 is compared with the FP32 source; ops are counted by precision.
 """
 
@@ -33,7 +33,7 @@ from host.quantize.base import Converter, QuantizeError, QuantizeRequest
 from host.quantize.calibration import batches, calib_array, fit_to_shape
 from host.quantize.host_run import describe_line, run_artifact
 
-TORCH_METHODS = ("fp32", "dynamic", "static")
+TORCH_METHODS = ("fp32", "dynamic", "static", "qat")
 PRECISION = {"fp32": "fp32", "dynamic": "dynamic-int8", "fp16": "fp16", "static": "int8", "qat": "int8"}
 QAT_LR = 1e-5       # fine-tuning a trained model: small steps keep its decisions close to FP32
 QAT_BATCH = 32

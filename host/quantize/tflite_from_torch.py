@@ -5,6 +5,9 @@ dynamic  PT2E with litert-torch's PT2EQuantizer, dynamic config (int8 weights, f
          lowered to LiteRT's dynamic-range kernels)
 static   PT2E static int8: prepare_pt2e -> calibrate -> convert_pt2e -> convert with the quantizer;
          the model gets int8 input and output tensors (litert-torch offers no float-I/O variant)
+qat      PT2E QAT with litert-torch's QAT config (fake-quant on weights and activations), BN folded
+         into the convs first: prepare_qat_pt2e -> fine-tune (host.quantize.qat) -> convert_pt2e ->
+         convert, int8 like static
 
 Activation observers follow --calib-method through host.quantize.calibration (minmax = MinMax,
 percentile = 99.99 % percentile, entropy = litert-torch's own default HistogramObserver).
@@ -28,8 +31,9 @@ def litert_config(method: str, calib_method: str, per_channel: bool) -> Any:
     """litert-torch's symmetric int8 config with the activation observer --calib-method asks for."""
     from litert_torch.quantize import pt2e_quantizer as pq
 
-    cfg = pq.get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=(method == "dynamic"))
-    if method == "dynamic" or calib_method == "entropy":   # HistogramObserver is litert-torch's default
+    cfg = pq.get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=(method == "dynamic"),
+                                               is_qat=(method == "qat"))
+    if method in ("dynamic", "qat") or calib_method == "entropy":   # QAT: fake-quant with moving averages
         return cfg
     act = dataclasses.replace(cfg.input_activation,
                               observer_or_fake_quant_ctr=torch_act_observer(calib_method, "pt2e", eps=2 ** -12))
@@ -37,6 +41,20 @@ def litert_config(method: str, calib_method: str, per_channel: bool) -> Any:
 
 
 CALIB_BATCH = 32
+
+
+def _qat_quantizer() -> Any:
+    from litert_torch.quantize import pt2e_quantizer as pq
+
+    class QATQuantizer(pq.PT2EQuantizer):
+        """litert-torch's quantizer without its conv+BN QAT patterns: with torch 2.13 / torchao 0.18 they
+        fail to build (torchao's pattern helper hands torch.export a function; it wants a Module). BN is
+        folded into the conv first instead, so QAT fine-tunes conv weights with BN frozen, the usual
+        choice when fine-tuning a trained network; the conv patterns then annotate every conv."""
+
+        STATIC_QAT_ONLY_OPS: list[str] = []
+
+    return QATQuantizer()
 
 
 def _export_for_calibration(module: Any, example: Any) -> tuple[Any, int]:
@@ -75,12 +93,36 @@ def convert(req: QuantizeRequest, path: Path, say: Callable[[str], None]) -> dic
             else:
                 from litert_torch.quantize import pt2e_quantizer as pq
                 from litert_torch.quantize.quant_config import QuantConfig
-                from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+                from torchao.quantization.pt2e.quantize_pt2e import (
+                    convert_pt2e,
+                    prepare_pt2e,
+                    prepare_qat_pt2e,
+                )
 
-                quantizer = pq.PT2EQuantizer().set_global(litert_config(req.method, req.calib_method, req.per_channel))
+                qat = req.method == "qat"
+                quantizer = (_qat_quantizer() if qat else pq.PT2EQuantizer()).set_global(
+                    litert_config(req.method, req.calib_method, req.per_channel))
                 graph, batch = _export_for_calibration(src.fresh_torch_module(), example)
-                prepared = prepare_pt2e(graph, quantizer)
-                if req.method == "static":
+                if qat:
+                    from torchao.quantization.pt2e.utils import _fuse_conv_bn_
+
+                    _fuse_conv_bn_(graph)   # BN frozen into the conv weights (see _QATQuantizer)
+                prepared = (prepare_qat_pt2e if qat else prepare_pt2e)(graph, quantizer)
+                if qat:
+                    from torchao.quantization.pt2e import (
+                        move_exported_model_to_eval,
+                        move_exported_model_to_train,
+                    )
+
+                    from host.quantize.qat import finetune
+
+                    if batch < 2:
+                        raise QuantizeError(f"tflite qat: {src.name} exports only with a fixed batch of {batch}; "
+                                            "fine-tuning needs real mini-batches (BatchNorm)")
+                    calibration = finetune(prepared, req, shape, say, move_to_train=move_exported_model_to_train)
+                    calibration["library"] = "litert-torch PT2EQuantizer (is_qat) + torchao prepare_qat_pt2e"
+                    move_exported_model_to_eval(prepared)
+                elif req.method == "static":
                     x = calib_array(req.calib, req.calib_samples, shape)
                     say(f"tflite static (litert-torch PT2E): calibrating with {len(x)} samples ({req.calib_method})")
                     run_torch_calibration(prepared, x, batch, say)
