@@ -16,8 +16,8 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from agent.runtimes.base import dequantize_output, quantize_input
+from host import tasks
 from host.artifacts import Artifact, TensorInfo
-from host.data import metrics as M
 from host.data.datasets import Dataset, load_dataset
 from host.errors import UserError
 
@@ -175,8 +175,6 @@ def evaluate(client: Any, target: Any, art: Artifact, data: str | Dataset, limit
         raise EvalError(f"{art.path.name} has no input spec in its manifest; produce it with host quantize")
     if m.task != ds.task:
         raise EvalError(f"{art.path.name} is a {m.task} model but {ds.name} is a {ds.task} data set")
-    if ds.task == "classification" and ds.y is None:
-        raise EvalError(f"{ds.name} has no labels: accuracy needs a labelled data set")
     layout = input_layout(art, ds)
     x = ds.to_layout(layout)
     want = [d for d in m.inputs[0].shape[1:]]
@@ -189,6 +187,9 @@ def evaluate(client: Any, target: Any, art: Artifact, data: str | Dataset, limit
         log(f"eval {art.path.name}: WARNING: {ds.name} is preprocessed differently from the artifact's "
             f"calibration data ({'; '.join(mismatch)}): accuracy may be off for that reason alone")
     ref, ref_note = reference_outputs(art, ds, log)
+    if ref is None and not tasks.has_labels(m.task, ds):
+        # unlabelled data is scored by agreement with the FP32 source alone
+        raise EvalError(f"{ds.name} has no labels and there is no FP32 reference ({ref_note}): nothing to score")
 
     name = art.path.name
     outs, lat = [], []
@@ -206,9 +207,9 @@ def evaluate(client: Any, target: Any, art: Artifact, data: str | Dataset, limit
         raise EvalError(f"the agent answered {len(outs) * batch} of {len(ds)} samples for {name}")
     y = np.concatenate(outs)[:len(ds)]
     y = _to_nchw(y, ref, layout)
-    metrics = _jsonable(_score(m.task, y, ds))
-    agree = _jsonable(_agreement(m.task, y, ref)) if ref is not None and ref.shape == y.shape else {}
-    ref_metrics = _jsonable(_score(m.task, ref, ds)) if ref is not None else {}
+    metrics = _jsonable(tasks.task_metrics(m.task, y, ds))
+    agree = _jsonable(tasks.agreement_metrics(m.task, y, ref)) if ref is not None and ref.shape == y.shape else {}
+    ref_metrics = _jsonable(tasks.task_metrics(m.task, ref, ds)) if ref is not None else {}
     rec = {
         "target": getattr(target, "name", str(target)), "target_kind": getattr(target, "kind", ""),
         "sha256": m.sha256, "artifact": name, "model_name": m.model_name, "platform": m.platform,
@@ -226,26 +227,15 @@ def evaluate(client: Any, target: Any, art: Artifact, data: str | Dataset, limit
     return rec
 
 
-def _agreement(task: str, y: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """Agreement with the FP32 outputs; for the detector's raw map the top-1 agreement is the
-    per-cell class of the heatmap channels only (the last 4 channels are box regressions)."""
-    a = M.agreement(y, ref)
-    if task == "detection" and y.ndim == 4 and y.shape[1] > 4:
-        a["top1_agreement"] = M.agreement(y[:, :-4], ref[:, :-4])["top1_agreement"]
-    return a
-
-
-def _score(task: str, y: np.ndarray, ds: Dataset) -> dict[str, Any]:
-    from host.zoo.models import task_metrics
-
-    return task_metrics(task, y, ds)
-
-
 def _summary(rec: dict[str, Any]) -> str:
     parts = [f"{k} {100 * v:.2f}%" for k, v in rec["metrics"].items() if isinstance(v, float)]
     a = rec["agreement"]
-    if a:
-        parts.append(f"agreement {100 * a['top1_agreement']:.2f}% cosine {a['cosine']:.5f}")
+    if a.get("top1_agreement") is not None:
+        parts.append(f"agreement {100 * a['top1_agreement']:.2f}%")
+    if a.get("cosine") is not None:
+        parts.append(f"cosine {a['cosine']:.5f}")
+    if not parts:
+        parts.append("no labels and no FP32 reference: nothing to score")
     return f"n={rec['n']} " + ", ".join(parts)
 
 

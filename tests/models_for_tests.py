@@ -61,6 +61,19 @@ class TinyTransformer(nn.Module):
         return self.head(self.encoder(x).mean(dim=1))
 
 
+class TokenClassifier(nn.Module):
+    """int64 token ids (1, 16) -> a 4000-entry embedding table -> mean -> 2 Linear: a text model in miniature
+    (most of its bytes are the vocabulary table)."""
+
+    def __init__(self, vocab: int = 4000, d: int = 64, classes: int = 10) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.head = nn.Sequential(nn.Linear(d, 128), nn.ReLU(), nn.Linear(128, classes))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.emb(ids).mean(dim=1))
+
+
 class _Residual(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
@@ -106,6 +119,13 @@ def small_cnn() -> nn.Module:
 def mlp() -> nn.Module:
     torch.manual_seed(0)
     return _with_shape(MLP(), FASHION_SHAPE)
+
+
+def token_classifier() -> nn.Module:
+    torch.manual_seed(0)
+    model = _with_shape(TokenClassifier(), (1, 16))
+    model.input_dtype = "int64"
+    return model
 
 
 def tiny_transformer() -> nn.Module:

@@ -270,6 +270,27 @@ def test_executorch_qat_on_small_cnn(capsys, tmp_path: Path) -> None:
     assert load_artifact(r["path"]).manifest.calibration["history"][0]["epoch"] == 1
 
 
+def test_dynamic_int8_of_a_token_model_on_pytorch_and_executorch(capsys, tmp_path: Path) -> None:
+    """int64 token ids flow through export, quantization and the host check; PyTorch's dynamic artifact
+    stores the vocabulary table as int8 too (weight-only), ExecuTorch's runs its Linears dynamically."""
+    pytest.importorskip("executorch", reason="needs the 'executorch' extra")
+    spec = "tests.models_for_tests:token_classifier"
+    rc, res, err = quantize(capsys, "--model", spec, "--platform", "pytorch,executorch", "--method", "fp32,dynamic",
+                            "--check-samples", "50", "--out", str(tmp_path))
+    assert rc == 0, err
+    r = {(x["platform"], x["method"]): x for x in res}
+    for platform in ("pytorch", "executorch"):
+        dyn = r[(platform, "dynamic")]
+        assert dyn["precision"] == "dynamic-int8" and dyn["checks"]["warnings"] == [], dyn["checks"]
+        assert agreement(dyn)["cosine"] > 0.99 and agreement(dyn)["samples"] == 50
+        m = load_artifact(dyn["path"]).manifest
+        assert m.inputs[0].dtype == "int64" and m.source["input_dtype"] == "int64"
+    pt = load_artifact(r[("pytorch", "dynamic")]["path"]).manifest
+    assert pt.calibration["embeddings_int8"] == ["emb"] and pt.calibration["per_channel"] is True
+    assert r[("pytorch", "fp32")]["size_bytes"] / r[("pytorch", "dynamic")]["size_bytes"] > 3.0
+    assert "dynamic-int8" in r[("executorch", "dynamic")]["checks"]["ops_by_precision"]
+
+
 @needs_fashion
 def test_qat_from_pytorch_for_tflite_and_tensorrt(capsys, tmp_path: Path) -> None:
     """The QAT pairs once refused: litert-torch after PT2E QAT, and symmetric fake-quant exported as Q/DQ

@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch", reason="needs torch (the 'host' extra) for 
 
 from host.data import synthetic  # noqa: E402
 from host.data.metrics import detection_metrics  # noqa: E402
+from host.tasks import postprocess, task_metrics  # noqa: E402
 from host.zoo import ZOO, ZooError, entry  # noqa: E402
 from host.zoo.decode import decode, encode  # noqa: E402
-from host.zoo.models import postprocess, task_metrics  # noqa: E402
 from host.zoo.train import build, cached_info, get, score, train  # noqa: E402
 
 

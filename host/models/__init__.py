@@ -41,6 +41,7 @@ class ModelSource:
     input_shape: Optional[tuple[int, ...]] = None
     task: str = "classification"
     path: Optional[Path] = None
+    input_dtype: str = "float32"                # e.g. int64 token ids (a factory's `input_dtype` attribute)
     _loader: Optional[Callable[[], Any]] = field(default=None, repr=False)
     _obj: Any = field(default=None, repr=False)
 
@@ -81,12 +82,17 @@ class ModelSource:
         if batch is not None:
             shape[0] = batch
         g = torch.Generator().manual_seed(0)
+        if self.input_dtype.startswith(("int", "uint")):   # token ids: small valid ids, no padding
+            from host.quantize.calibration import RANDOM_ID_RANGE
+
+            return torch.randint(*RANDOM_ID_RANGE, shape, generator=g, dtype=getattr(torch, self.input_dtype))
         return torch.randn(*shape, generator=g)
 
     def describe(self) -> dict[str, Any]:
         """For manifest.source."""
         return {"spec": self.spec, "kind": self.kind, "name": self.name, "sha256": self.sha256,
-                "input_shape": list(self.input_shape) if self.input_shape else None}
+                "input_shape": list(self.input_shape) if self.input_shape else None,
+                "input_dtype": self.input_dtype}
 
 
 def load_source(spec: str, input_shape: Optional[tuple[int, ...]] = None, task: str = "classification") -> ModelSource:

@@ -61,8 +61,9 @@ def factory_source(spec: str, input_shape: Optional[tuple[int, ...]], task: str)
     shape = input_shape or getattr(model, "input_shape", None) or getattr(fn, "input_shape", None)
     task = getattr(model, "task", None) or task
     name = spec.partition(":")[2]
+    dtype = str(getattr(model, "input_dtype", None) or getattr(fn, "input_dtype", None) or "float32")
     src = ModelSource("torch", spec, name, hash_state_dict(model),
-                      tuple(shape) if shape else None, task)
+                      tuple(shape) if shape else None, task, input_dtype=dtype)
     src._obj = model
     return src
 

@@ -46,7 +46,9 @@ def fit_to_shape(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Samples (N, ...) -> (N, *shape[1:]): same layout, NCHW<->NHWC, or a reshape when only the
     number of elements matches (an MLP on flattened images). Anything else is a one-line error."""
     want = tuple(shape[1:])
-    x = np.asarray(x, dtype=np.float32)
+    x = np.asarray(x)
+    if x.dtype.kind not in "iu":   # integer samples are token ids or indices: never turn them into floats
+        x = x.astype(np.float32, copy=False)
     if tuple(x.shape[1:]) == want:
         return x
     if x.ndim == 4 and len(want) == 3 and tuple(x.shape[1:]) == (want[2], want[0], want[1]):
@@ -59,10 +61,15 @@ def fit_to_shape(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
                         "pass matching data or --input-shape")
 
 
-def random_inputs(shape: tuple[int, ...], n: int, seed: int = 0) -> np.ndarray:
-    """Standard-normal samples for models without matching data (used for checks, never silently
-    for calibration)."""
+RANDOM_ID_RANGE = (1, 1000)   # random token ids: valid in any vocabulary of 1000+ entries, never padding (0)
+
+
+def random_inputs(shape: tuple[int, ...], n: int, seed: int = 0, dtype: str = "float32") -> np.ndarray:
+    """Standard-normal samples (ids in RANDOM_ID_RANGE for integer inputs) for models without matching
+    data (used for checks, never silently for calibration)."""
     rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind in "iu":
+        return rng.integers(*RANDOM_ID_RANGE, size=(n, *shape[1:])).astype(dtype)
     return rng.standard_normal((n, *shape[1:])).astype(np.float32)
 
 

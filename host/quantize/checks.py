@@ -186,7 +186,9 @@ def check_inputs(req: Any, shape: tuple[int, ...], n: Optional[int] = None) -> t
             return fit_to_shape(ds.x[start:start + n], shape), f"{ds.name}[{start}:{start + n}]{overlap}"
         except Exception:  # data that fits calibration but not this model shape: fall through
             continue
-    return random_inputs(shape, n, seed=1234), "random-normal"
+    dtype = getattr(req.source, "input_dtype", "float32")
+    return random_inputs(shape, n, seed=1234, dtype=dtype), "random-ids" if dtype.startswith(("int", "uint")) \
+        else "random-normal"
 
 
 def torch_outputs(model: Any, x: np.ndarray, batch_size: int = 1) -> np.ndarray:

@@ -3,6 +3,9 @@
 fp32    torch.export -> to_edge_transform_and_lower(XnnpackPartitioner) -> .pte
 static  torch.export -> prepare_pt2e(XNNPACKQuantizer, observers from --calib-method) -> calibrate
         -> convert_pt2e -> re-export -> lower
+dynamic torch.export -> prepare_pt2e(XNNPACKQuantizer, dynamic config: int8 weights per channel, int8
+        activations quantized per call) -> one pass -> convert_pt2e -> re-export -> lower; XNNPACK runs
+        Linear layers with its dynamically quantized kernels (the classic case for Transformers)
 qat     export (dynamic batch) -> prepare_qat_pt2e -> fine-tune -> convert_pt2e -> re-export -> lower
 
 The host check runs the .pte with the ExecuTorch runtime (executorch.runtime) on a held-out slice.
@@ -39,8 +42,9 @@ def _is_q(node: Any) -> bool:
     return getattr(node, "op", "") == "call_function" and "quantize_per" in t and "dequantize" not in t
 
 
-def ops_by_precision(graph_module: Any) -> dict[str, dict[str, int]]:
-    """Op counts of a PT2E-converted graph: an op fed by a dequantize node runs in int8 after lowering."""
+def ops_by_precision(graph_module: Any, int_label: str = "int8") -> dict[str, dict[str, int]]:
+    """Op counts of a PT2E-converted graph: an op fed by a dequantize node runs in int8 after lowering
+    (`int_label` "dynamic-int8" for dynamically quantized graphs)."""
     pairs = []
     for node in graph_module.graph.nodes:
         if node.op != "call_function":
@@ -51,7 +55,7 @@ def ops_by_precision(graph_module: Any) -> dict[str, dict[str, int]]:
         tensor_args = [a for a in node.args if hasattr(a, "op")]
         # Fed by a dequantize, or feeding only quantize nodes (conv -> relu -> q fuses into one int8 op).
         feeds_q = bool(node.users) and all(_is_q(u) for u in node.users)
-        prec = "int8" if (tensor_args and _is_dq(tensor_args[0])) or feeds_q else "fp32"
+        prec = int_label if (tensor_args and _is_dq(tensor_args[0])) or feeds_q else "fp32"
         pairs.append((name, prec))
     return checks.count_ops(pairs)
 
@@ -74,7 +78,7 @@ def delegation(edge: Any) -> dict[str, Any]:
 class ExecuTorchConverter(Converter):
     platform = "executorch"
     format = "pte"
-    methods = ("fp32", "static", "qat")
+    methods = ("fp32", "dynamic", "static", "qat")
 
     def unsupported_reason(self, source: Any, method: str) -> Optional[str]:
         base = super().unsupported_reason(source, method)
@@ -103,10 +107,11 @@ class ExecuTorchConverter(Converter):
                 ops = ops_by_precision(ep.graph_module)
                 precision = "fp32"
             else:
-                converted, calibration = (self._static if req.method == "static" else self._qat)(req, shape, example, say)
-                ops = ops_by_precision(converted)
+                step = {"dynamic": self._dynamic, "static": self._static, "qat": self._qat}[req.method]
+                converted, calibration = step(req, shape, example, say)
+                precision = "dynamic-int8" if req.method == "dynamic" else "int8"
+                ops = ops_by_precision(converted, precision)
                 ep = self._export(converted, example)
-                precision = "int8"
             say(f"executorch {req.method}: lowering to XNNPACK")
             edge, program = self._lower(ep)
             path = checks.artifact_path(req, self.platform, "pte")
@@ -115,7 +120,7 @@ class ExecuTorchConverter(Converter):
         deleg = delegation(edge)
         say(f"executorch {req.method}: wrote {path.name} ({path.stat().st_size / 1e6:.2f} MB); checking with the ExecuTorch runtime")
         x, check_src = checks.check_inputs(req, shape)
-        inputs = checks.tensor_infos(["input"], [shape], ["float32"])
+        inputs = checks.tensor_infos(["input"], [shape], [src.input_dtype])
         (out,), desc = run_artifact(path, self.format, x, check_manifest(inputs))
         agreement = checks.compare_outputs(checks.source_reference(src, x), out, src.task)
         agreement["data"] = check_src
@@ -158,6 +163,23 @@ class ExecuTorchConverter(Converter):
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
 
         return XNNPACKQuantizer().set_global(xnnpack_quantization_config(req.calib_method, req.per_channel, qat))
+
+    def _dynamic(self, req: QuantizeRequest, shape: tuple[int, ...], example: Any, say: Any) -> tuple[Any, dict[str, Any]]:
+        import torch
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        config = get_symmetric_quantization_config(is_per_channel=req.per_channel, is_dynamic=True)
+        gm = self._export(req.source.fresh_torch_module(), example).module()
+        prepared = prepare_pt2e(gm, XNNPACKQuantizer().set_global(config))
+        with torch.no_grad():   # weights only: one pass records their ranges
+            prepared(example)
+        return convert_pt2e(prepared), {
+            "method": "none (dynamic: activation ranges computed at run time)", "per_channel": req.per_channel,
+            "library": "torchao PT2E + XNNPACKQuantizer (dynamic)"}
 
     def _static(self, req: QuantizeRequest, shape: tuple[int, ...], example: Any, say: Any) -> tuple[Any, dict[str, Any]]:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e

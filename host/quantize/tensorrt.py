@@ -105,6 +105,12 @@ def fp16_outputs(path: Path, x: np.ndarray) -> np.ndarray:
                                 f"{(str(e).strip().splitlines() or [''])[0]}") from e
 
 
+def _dtype(value_info: Any) -> str:
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    return np.dtype(tensor_dtype_to_np_dtype(value_info.type.tensor_type.elem_type)).name
+
+
 def _dims(value_info: Any) -> list[int]:
     """A graph input's dims (symbolic or unknown ones as 1, the exported graphs' batch)."""
     return [d.dim_value if d.HasField("dim_value") else 1 for d in value_info.type.tensor_type.shape.dim]
@@ -174,7 +180,7 @@ class TensorRTConverter(Converter):
                   "verified_with_tensorrt": False}
         return checks.finish_manifest(
             req, path, platform=self.platform, fmt=self.format, precision=precision,
-            inputs=checks.tensor_infos([i.name for i in ins], [_dims(i) for i in ins], ["float32"] * len(ins)),
+            inputs=checks.tensor_infos([i.name for i in ins], [_dims(i) for i in ins], [_dtype(i) for i in ins]),
             outputs=checks.tensor_infos([o.name for o in model.graph.output], [[1, *out.shape[1:]]],
                                         ["float32"] * len(model.graph.output)),
             checks=chk, conversion_s=t.seconds,

@@ -1,18 +1,13 @@
 """Factories for the reference models, importable as `host.zoo.models:classifier` etc.
 
 Each returns a trained nn.Module in eval mode (training it on first use, then from the cache), with
-`input_shape` and `task` attributes that `host quantize --model` reads. `postprocess` and
-`task_metrics` turn raw outputs (from torch here, or from a device) into predictions and scores.
+`input_shape` and `task` attributes that `host quantize --model` reads (decoding and scoring of their
+outputs live in host.tasks).
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-import numpy as np
-
-from host.data import metrics as M
-from host.data.datasets import Dataset
 
 
 def _trained(name: str) -> Any:
@@ -77,39 +72,3 @@ minilm_masked.input_names = ("input_ids", "attention_mask")
 minilm_masked.input_dtype = "int64"
 
 
-def postprocess(task: str, outputs: np.ndarray) -> Any:
-    """Raw model outputs for a batch -> predictions: class ids (classification), a list of
-    {boxes, scores, labels} per image (detection, decoded + NMS on the host), class maps (segmentation)."""
-    outputs = np.asarray(outputs)
-    if task == "classification":
-        return np.argmax(outputs.reshape(len(outputs), -1), axis=1)
-    if task == "detection":
-        from host.zoo.decode import decode_batch
-
-        return decode_batch(outputs, num_classes=outputs.shape[1] - 4)
-    if task == "segmentation":
-        return np.argmax(outputs, axis=1)
-    if task == "embedding":  # the vectors are the prediction
-        return outputs
-    raise ValueError(f"unknown task {task!r}")
-
-
-def task_metrics(task: str, outputs: np.ndarray, ds: Dataset) -> dict[str, Any]:
-    """Score raw outputs (N, ...) against a labelled dataset with the task's metric."""
-    outputs = np.asarray(outputs, np.float32)
-    if task == "classification":
-        if ds.y is None:
-            raise ValueError(f"{ds.name} has no labels to score a classifier against")
-        return M.classification_metrics(outputs.reshape(len(outputs), -1), ds.y)
-    if task == "detection":
-        preds = postprocess(task, outputs)
-        gts = [{"boxes": b, "labels": lab} for b, lab in zip(ds.meta["boxes"], ds.meta["labels"])]
-        return M.detection_metrics(preds, gts, num_classes=outputs.shape[1] - 4)
-    if task == "segmentation":
-        target = ds.meta["masks"] if "masks" in ds.meta else ds.y
-        return M.segmentation_metrics(postprocess(task, outputs), target, outputs.shape[1])
-    raise ValueError(f"unknown task {task!r}")
-
-
-# COCO's primary figure for detection: mAP@0.5 saturates on the synthetic shapes (99.99%) and hides drops
-HEADLINE = {"classification": "top1", "detection": "map50_95", "segmentation": "miou"}

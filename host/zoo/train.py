@@ -219,7 +219,7 @@ def predict(model: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
 
 def score(name: str, model: Any, limit: Optional[int] = None) -> dict[str, Any]:
     """The task metrics of a torch model on its test split."""
-    from host.zoo.models import task_metrics
+    from host.tasks import task_metrics
 
     e = entry(name)
     ds = load_dataset(e.dataset, split="test", limit=limit)
