@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from host.results.speedups import compare
 from host.stats.paired import MIN_EFFECT
-from host.zoo.models import HEADLINE
+from host.tasks import HEADLINE
 
 __all__ = ["MIN_EFFECT", "build_report", "render", "SIGNIFICANCE_NOTE"]
 
