@@ -4,6 +4,7 @@ host runtimes (lite interpreter, ExecuTorch runtime, ONNX Runtime) on Fashion-MN
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -521,3 +522,40 @@ def test_image_folder_calibration_with_a_preprocess_spec(capsys, tmp_path: Path,
     rc, _, err = quantize(capsys, "--model", CNN, "--platform", "pytorch", "--method", "static",
                           "--calib", str(tmp_path / "imgs"), "--preprocess", "resize=big", "--out", str(tmp_path / "b"))
     assert rc == 2 and "bad --preprocess part 'resize=big'" in err
+
+
+@needs_fashion
+def test_opset11_onnx_source_is_upgraded_for_qdq(capsys, tmp_path: Path) -> None:
+    """Q/DQ with per-channel weights needs opset 13: an opset-11 export is converted, not left broken."""
+    from tests.models_for_tests import small_cnn
+
+    src = tmp_path / "op11.onnx"
+    torch.onnx.export(small_cnn(), (torch.zeros(1, 1, 28, 28),), str(src), opset_version=11, dynamo=False)
+    rc, res, err = quantize(capsys, "--model", str(src), "--platform", "tensorrt", "--method", "static",
+                            "--calib", "fashion-mnist", "--calib-samples", "32", "--check-samples", "20",
+                            "--out", str(tmp_path / "o"))
+    assert rc == 0, err
+    assert "converting it to opset 13" in err and res[0]["precision"] == "int8"
+
+
+def test_a_failed_conversion_leaves_nothing_behind(tmp_path: Path) -> None:
+    """An artifact written before its check failed is removed, with a stale manifest of older bytes."""
+    from host.quantize.base import Converter, QuantizeError, QuantizeRequest, quantize_cleanly
+
+    class WritesThenFails(Converter):
+        platform, format, methods = "tensorrt", "onnx", ("static",)
+
+        def quantize(self, req: QuantizeRequest):
+            (Path(req.out_dir) / "m-tensorrt-static.onnx").write_bytes(b"half a graph")
+            raise QuantizeError("the host check failed")
+
+    class Src:
+        name = "m"
+
+    (tmp_path / "m-tensorrt-static.onnx").write_bytes(b"an older artifact")
+    (tmp_path / "m-tensorrt-static.onnx.manifest.json").write_text("{}")
+    (tmp_path / "m-tensorrt-fp32.onnx").write_bytes(b"another method's artifact")
+    os.utime(tmp_path / "m-tensorrt-static.onnx", ns=(0, 0))   # older than the failing write, whatever the clock
+    with pytest.raises(QuantizeError):
+        quantize_cleanly(WritesThenFails(), QuantizeRequest(source=Src(), method="static", out_dir=tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-tensorrt-fp32.onnx"]

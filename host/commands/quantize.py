@@ -11,7 +11,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional
 
-from host.quantize.base import CALIB_METHODS, METHODS, QuantizeError, QuantizeRequest
+from host.quantize.base import CALIB_METHODS, METHODS, QuantizeError, QuantizeRequest, quantize_cleanly
 
 EPILOG = """\
 model sources:
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             # Libraries print progress on stdout (onnxruntime's calibrators do); keep stdout for our output.
             with contextlib.redirect_stdout(sys.stderr):
-                art = converters[p].quantize(req)
+                art = quantize_cleanly(converters[p], req)
         except QuantizeError as e:
             if len(pairs) == 1:
                 raise

@@ -58,3 +58,25 @@ class Converter(ABC):
     @abstractmethod
     def quantize(self, req: QuantizeRequest) -> Artifact:
         """Convert, write artifact + manifest into req.out_dir, run the host-side check."""
+
+
+def quantize_cleanly(conv: Converter, req: QuantizeRequest) -> Artifact:
+    """conv.quantize(req), leaving nothing behind when it fails: a half-written artifact, or one whose host
+    check failed, is removed, with any manifest beside it (which would describe other bytes)."""
+    from host.artifacts import MANIFEST_SUFFIX
+
+    out = Path(req.out_dir)
+    prefix = f"{req.source.name}-{conv.platform}-{req.method}."
+
+    def ours() -> dict[Path, int]:
+        return {p: p.stat().st_mtime_ns for p in out.iterdir() if p.name.startswith(prefix)} if out.is_dir() else {}
+
+    before = ours()
+    try:
+        return conv.quantize(req)
+    except BaseException:
+        for p, mtime in ours().items():
+            if before.get(p) != mtime and not p.name.endswith(MANIFEST_SUFFIX):
+                p.unlink(missing_ok=True)
+                Path(f"{p}{MANIFEST_SUFFIX}").unlink(missing_ok=True)
+        raise

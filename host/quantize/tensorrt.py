@@ -105,6 +105,31 @@ def fp16_outputs(path: Path, x: np.ndarray) -> np.ndarray:
                                 f"{(str(e).strip().splitlines() or [''])[0]}") from e
 
 
+QDQ_MIN_OPSET = 13   # per-channel Q/DQ (the axis attribute) needs opset 13; TensorRT's explicit int8 too
+
+
+def _at_least_opset(path: Path, opset: int, tmp: Path, say: Any) -> Path:
+    """The graph at `path`, converted up to `opset` with onnx's version converter when it is older."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(path))
+    have = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if have >= opset:
+        return path
+    say(f"tensorrt static: the source is opset {have}; converting it to opset {opset} for Q/DQ")
+    try:
+        upgraded = version_converter.convert_version(model, opset)
+        onnx.checker.check_model(upgraded)
+    except Exception as e:
+        raise QuantizeError(f"the source is ONNX opset {have} and onnx's version converter cannot take it to "
+                            f"{opset}, which int8 Q/DQ needs ({type(e).__name__}: "
+                            f"{(str(e).strip().splitlines() or [''])[0][:200]}); re-export it with opset >= {opset}") from e
+    out = tmp / f"opset{opset}.onnx"
+    onnx.save(upgraded, str(out))
+    return out
+
+
 def _dtype(value_info: Any) -> str:
     from onnx.helper import tensor_dtype_to_np_dtype
 
@@ -195,6 +220,7 @@ class TensorRTConverter(Converter):
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         x = calib_array(req.calib, req.calib_samples, shape)
+        fp32_path = _at_least_opset(fp32_path, QDQ_MIN_OPSET, tmp, say)
         pre = tmp / "pre.onnx"
         try:   # shape inference + graph cleanup the quantizer recommends; optional
             quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)

@@ -31,7 +31,7 @@ def export(name: str, platforms: list[str], methods: list[str], out_dir: Path, c
     manifest's source sha256) is taken as it is instead of being converted again."""
     from host.data.datasets import load_dataset
     from host.models import load_source
-    from host.quantize.base import QuantizeError, QuantizeRequest
+    from host.quantize.base import QuantizeError, QuantizeRequest, quantize_cleanly
     from host.quantize.registry import get_converter
 
     e = entry(name)
@@ -83,7 +83,7 @@ def export(name: str, platforms: list[str], methods: list[str], out_dir: Path, c
                                   extra={"check_samples": check_samples})
             log(f"zoo export: {name} -> {platform}/{method}")
             try:
-                artifacts.append(conv.quantize(req))
+                artifacts.append(quantize_cleanly(conv, req))
             except Exception as err:  # one failing pair must not stop the others
                 if debug:
                     traceback.print_exc()
