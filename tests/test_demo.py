@@ -80,7 +80,7 @@ def test_demo_reduced_matrix(tmp_path, monkeypatch, capsys):
         assert cells["target"] == "local" and cells["model"] == "classifier"
         acc = re.fullmatch(r"top1 (\d+\.\d\d)%", cells["accuracy"])
         assert acc and 70.0 < float(acc.group(1)) <= 100.0, cells
-    assert rows[(PLATFORM, "fp32/fp32")]["speed-up"] == "1.00x (ref)"
+    assert rows[(PLATFORM, "fp32/fp32")]["speed-up [CI]"] in ("1.00x (ref)", "1.00x (ref) ?")  # ? = unstable here
     assert "best within 1 pp on local / classifier" in printed
 
     # the HTML report with its plots
