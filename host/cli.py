@@ -14,6 +14,7 @@ from typing import Optional
 
 from host import __version__
 from host.errors import UserError
+from host.quiet import user_err
 
 # name -> one-line help; the module host.commands.<name> registers the full parser
 COMMANDS = {
@@ -54,6 +55,10 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
             sub.add_parser(name, help=help_ + " (not available in this build)")
             continue
         mod.register(sub, help_)
+    for sp in sub.choices.values():
+        if not any("--verbose" in a.option_strings for a in sp._actions):
+            sp.add_argument("--verbose", action="store_true",
+                            help="show what third-party libraries print (otherwise kept in a log file)")
     return p
 
 
@@ -65,16 +70,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from host.quiet import log_path, quiet
+
+    verbose = bool(getattr(args, "verbose", False))
+    log = None if verbose else log_path(args.command)
     try:
-        return int(args.func(args) or 0)
+        with quiet(log, enabled=not verbose):
+            return int(args.func(args) or 0)
     except UserError as e:
         if getattr(args, "json", False):
             print(json.dumps({"error": str(e)}))
-        print(f"host {args.command}: error: {e}", file=sys.stderr)
+        print(f"host {args.command}: error: {e}", file=user_err())
+        if log is not None and log.exists() and log.stat().st_size:
+            print(f"host {args.command}: third-party output of this run: {log}", file=user_err())
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted", file=user_err())
         return 130
+    finally:
+        if log is not None and log.exists() and not log.stat().st_size:
+            log.unlink()
 
 
 if __name__ == "__main__":

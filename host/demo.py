@@ -18,12 +18,14 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from host.quiet import user_err
+
 PLATFORMS = ("pytorch", "executorch", "tflite", "tensorrt")
 METHODS = ("fp32", "dynamic", "fp16", "static", "qat")
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    print(msg, file=user_err(), flush=True)
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -47,10 +49,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         return run(args)
     except UserError as e:
-        print(f"demo: error: {e}", file=sys.stderr)
+        print(f"demo: error: {e}", file=user_err())
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted", file=user_err())
         return 130
 
 

@@ -9,7 +9,6 @@ failing is kept.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 import uuid
@@ -20,6 +19,7 @@ from typing import Any, Callable, Optional
 from host.artifacts import Artifact
 from host.client import AgentClient, AgentError
 from host.errors import UserError
+from host.quiet import user_err
 from host.repetition_record import repetition_record
 from host.results.store import ResultStore
 from host.schedule import interleaved_order
@@ -75,7 +75,7 @@ class RunSettings:
 
 
 def stderr_log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    print(msg, file=user_err(), flush=True)
 
 
 def _push_progress(log: Log, prefix: str, name: str) -> Callable[[int, int], None]:

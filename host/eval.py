@@ -9,7 +9,6 @@ dequantizes what comes back. The outputs are scored against the labels with the 
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any, Callable, Iterator, Optional
 
@@ -20,6 +19,7 @@ from host import tasks
 from host.artifacts import Artifact, TensorInfo
 from host.data.datasets import Dataset, load_dataset
 from host.errors import UserError
+from host.quiet import user_err
 
 Log = Callable[[str], None]
 # FP32 reference outputs, keyed by (source sha256, dataset name, n): every artifact of one model
@@ -32,7 +32,7 @@ class EvalError(UserError):
 
 
 def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    print(msg, file=user_err(), flush=True)
 
 
 def load_eval_data(spec: str, limit: Optional[int], preprocess: Optional[str] = None) -> Dataset:

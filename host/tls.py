@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from host.quiet import user_err
+
 
 def _crypto() -> Any:
     try:
@@ -114,7 +116,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         files = init(a.dir, a.agent, tuple(a.ip), a.days)
     except (OSError, ValueError) as e:
-        print(f"host tls: error: {e}", file=sys.stderr)
+        print(f"host tls: error: {e}", file=user_err())
         return 2
     for k, v in files.items():
         print(f"{k:<11} {v}")

@@ -9,9 +9,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from host.commands.common import add_json, dump_json
+from host.quiet import user_err
 from host.targets import get_target
 
 
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     target = get_target(args.target)
 
     def progress(msg: str) -> None:
-        print(f"[{target.name}] {msg}", file=sys.stderr, flush=True)
+        print(f"[{target.name}] {msg}", file=user_err(), flush=True)
 
     with open_transport(target) as tr:
         if args.action == "start":

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from host.commands.common import add_db, add_json, db_path, dump_json
 from host.deploy import RunSettings
 from host.errors import UserError
+from host.quiet import user_err
 from host.results.store import ResultStore
 from host.targets import get_target
 
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     target = get_target(args.target)
     store = ResultStore(db_path(args))
     settings = RunSettings(threads=args.threads, repeats=args.repeats, min_seconds=args.min_seconds)
-    rec = measure_noise(target, settings, store, lambda m: print(m, file=sys.stderr, flush=True))
+    rec = measure_noise(target, settings, store, lambda m: print(m, file=user_err(), flush=True))
     store.close()
     if args.json:
         dump_json({k: v for k, v in rec.items() if k not in ("device", "env_before", "env_after")})

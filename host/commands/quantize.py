@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 import traceback
 from pathlib import Path
 from typing import Any, Optional
 
 from host.quantize.base import CALIB_METHODS, METHODS, QuantizeError, QuantizeRequest, quantize_cleanly
+from host.quiet import library_stream, user_err
 
 EPILOG = """\
 model sources:
@@ -94,7 +94,7 @@ def register(subparsers: Any, help_text: str) -> None:
 
 
 def _say(msg: str) -> None:
-    print(f"[quantize] {msg}", file=sys.stderr, flush=True)
+    print(f"[quantize] {msg}", file=user_err(), flush=True)
 
 
 def _load_data(spec: Optional[str], limit: Optional[int], preprocess: Optional[str] = None) -> Any:
@@ -152,13 +152,13 @@ def run(args: argparse.Namespace) -> int:
         _say(f"{p}/{m}: converting {source.name}")
         try:
             # Libraries print progress on stdout (onnxruntime's calibrators do); keep stdout for our output.
-            with contextlib.redirect_stdout(sys.stderr):
+            with contextlib.redirect_stdout(library_stream()):
                 art = quantize_cleanly(converters[p], req)
         except QuantizeError as e:
             if len(pairs) == 1:
                 raise
             failures += 1
-            print(f"host quantize: error: {p}/{m}: {e}", file=sys.stderr)
+            print(f"host quantize: error: {p}/{m}: {e}", file=user_err())
             continue
         except Exception as e:  # a library failing inside conversion: one line unless --debug
             if args.debug:
@@ -167,11 +167,11 @@ def run(args: argparse.Namespace) -> int:
             if len(pairs) == 1:
                 raise QuantizeError(msg) from e
             failures += 1
-            print(f"host quantize: error: {msg}", file=sys.stderr)
+            print(f"host quantize: error: {msg}", file=user_err())
             continue
         man = art.manifest
         for w in man.checks.get("warnings", []):
-            print(f"host quantize: warning: {p}/{m}: {w}", file=sys.stderr)
+            print(f"host quantize: warning: {p}/{m}: {w}", file=user_err())
         results.append({"path": str(art.path), "manifest": str(art.manifest_path), "platform": man.platform,
                         "method": man.method, "format": man.format, "precision": man.precision,
                         "size_bytes": man.size_bytes, "sha256": man.sha256, "conversion_s": man.conversion_s,

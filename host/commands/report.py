@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from host.commands.common import add_db, db_path
 from host.errors import UserError
+from host.quiet import user_err
 
 FORMATS = ("table", "csv", "json", "html")
 
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             Path(out).write_text(text)
         except OSError as e:
             raise UserError(f"cannot write the report to {out}: {e.strerror or e} (does its directory exist?)") from e
-        print(f"report: {len(rep['rows'])} rows -> {Path(out).resolve()}", file=sys.stderr)
+        print(f"report: {len(rep['rows'])} rows -> {Path(out).resolve()}", file=user_err())
         if fmt == "table":
             print(text)
     else:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from host.commands.common import add_json, dump_json, print_table
 from host.errors import UserError
+from host.quiet import user_err
 from host.targets import (
     KINDS,
     TRANSPORTS,
@@ -213,7 +213,7 @@ def check_target(t: Target, start: bool = False, progress=None) -> dict[str, Any
 
 def run_check(args: argparse.Namespace) -> int:
     t = get_target(args.name)
-    rep = check_target(t, start=args.start, progress=lambda m: print(f"[{t.name}] {m}", file=sys.stderr, flush=True))
+    rep = check_target(t, start=args.start, progress=lambda m: print(f"[{t.name}] {m}", file=user_err(), flush=True))
     if args.json:
         dump_json(rep)
     else:

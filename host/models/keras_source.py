@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -21,6 +20,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from host.errors import UserError
+from host.quiet import library_stream
 
 # TensorFlow prints C++ INFO lines on import; keep the user's terminal for our progress lines.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -72,7 +72,7 @@ class TFModel:
 @contextlib.contextmanager
 def quiet_stdout() -> Iterator[None]:
     """Keras/TF export print to stdout ("Saved artifact at ..."); stdout belongs to --json output."""
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(library_stream()):
         yield
 
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 from host.quantize.base import QuantizeError, QuantizeRequest
 from host.quantize.calibration import OBSERVER_NAMES, calib_array, run_torch_calibration, torch_act_observer
+from host.quiet import library_stream
 
 
 def litert_config(method: str, calib_method: str, per_channel: bool) -> Any:
@@ -83,7 +83,7 @@ def convert(req: QuantizeRequest, path: Path, say: Callable[[str], None]) -> dic
     example = src.example_input()
     calibration: dict[str, Any] = {}
     # litert-torch prints progress with rich to stdout, which belongs to `--json` output.
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(library_stream()):
         warnings.simplefilter("ignore")
         import litert_torch
 

@@ -6,12 +6,12 @@ reason, never fatal: the demo converts whatever this machine supports.
 
 from __future__ import annotations
 
-import sys
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
 from host.quantize.base import METHODS
+from host.quiet import user_err
 from host.zoo import entry
 
 Log = Callable[[str], None]
@@ -19,7 +19,7 @@ DEFAULT_METHODS = ("fp32", "dynamic", "fp16", "static", "qat")
 
 
 def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    print(msg, file=user_err(), flush=True)
 
 
 def export(name: str, platforms: list[str], methods: list[str], out_dir: Path, calib_samples: int = 256,

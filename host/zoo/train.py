@@ -10,7 +10,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,13 +18,14 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from host.data.datasets import Dataset, load_dataset
+from host.quiet import user_err
 from host.zoo import PRETRAINED, ZOO_VERSION, ZooEntry, ZooError, cache_dir, entry
 
 Progress = Optional[Callable[[str], None]]
 
 
 def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    print(msg, file=user_err(), flush=True)
 
 
 def train_threads() -> int:
