@@ -33,8 +33,10 @@ class Agent:
                 raise RuntimeError("agent failed to start")
             time.sleep(0.005)
         self.address = f"127.0.0.1:{int(port_file.read_text())}"
-        from host.client import AgentClient
+        from host.client import AgentClient, read_secret_file, remember_agent
 
+        # what a transport does: bring the agent's secret back so every client for this address carries it
+        remember_agent(self.address, read_secret_file(self.dir / "store" / "agent.secret"))
         AgentClient(self.address).wait_ready(10)
         self.startup_s = time.perf_counter() - t0
 
