@@ -36,7 +36,9 @@ def test_photos_are_deterministic_and_preprocessed_for_efficientnet():
     np.testing.assert_array_equal(a.x, b.x)
     assert a.x.shape == (12, 3, 224, 224) and a.x.dtype == np.float32
     assert a.preprocess == photos.PREPROCESS and -1.0 <= a.x.min() and a.x.max() <= 1.0  # (pixel-127)/128
-    assert a.meta["views"][1] == "astronaut@0.9:0,0.5:flip"
+    assert a.meta["views"][1] == "chelsea@0.9:0.5,0.5:flip"     # view-major: a prefix covers every photo
+    assert len({v.split("@")[0] for v in load_dataset("photos:calib", limit=len(photos.PHOTOS)).meta["views"]}) \
+        == len(photos.PHOTOS)
 
 
 def test_grey_photos_get_three_equal_channels_and_preprocess_is_honoured():
