@@ -74,6 +74,25 @@ class TokenClassifier(nn.Module):
         return self.head(self.emb(ids).mean(dim=1))
 
 
+class ReLU6Net(nn.Module):
+    """conv -> ReLU6 twice, GAP, Linear; the convs' raw outputs span about +-40 while ReLU6 keeps [0, 6]: what
+    MobileNet/EfficientNet-Lite layers look like to a quantizer."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, 1, 1)
+        self.c2 = nn.Conv2d(16, 16, 3, 1, 1, groups=16)
+        self.fc = nn.Linear(16, classes)
+        with torch.no_grad():
+            self.c1.weight.mul_(20.0)
+            self.c2.weight.mul_(8.0)
+            self.c2.bias.fill_(-6.0)   # some channels below zero, some above six: the clamp matters
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.relu6(self.c2(nn.functional.relu6(self.c1(x))))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
 class _Residual(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
@@ -126,6 +145,11 @@ def token_classifier() -> nn.Module:
     model = _with_shape(TokenClassifier(), (1, 16))
     model.input_dtype = "int64"
     return model
+
+
+def relu6_net() -> nn.Module:
+    torch.manual_seed(0)
+    return _with_shape(ReLU6Net(), (1, 3, 16, 16))
 
 
 def tiny_transformer() -> nn.Module:

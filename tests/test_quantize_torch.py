@@ -559,3 +559,40 @@ def test_a_failed_conversion_leaves_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(QuantizeError):
         quantize_cleanly(WritesThenFails(), QuantizeRequest(source=Src(), method="static", out_dir=tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m-tensorrt-fp32.onnx"]
+
+
+def test_relu6_outputs_are_quantized_after_the_clamp(capsys, tmp_path: Path) -> None:
+    """Conv + ReLU6 is one quantized op on the PT2E platforms: the activation observer sits after the clamp
+    (range within [0, 6]), never between conv and clamp (the conv's raw +-40 range would leave ~10 int8 levels
+    for [0, 6]); the artifacts then agree with FP32 closely."""
+    pytest.importorskip("executorch", reason="needs the 'executorch' extra")
+    pytest.importorskip("litert_torch", reason="needs litert-torch (the 'tflite' extra)")
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from host.quantize.calibration import xnnpack_quantization_config
+    from host.quantize.pt2e_clamp import with_fused_clamps
+    from tests.models_for_tests import relu6_net
+
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((96, 3, 16, 16)).astype(np.float32)
+    gm = torch.export.export(relu6_net(), (torch.from_numpy(data[:1]),)).module()
+    prepared = prepare_pt2e(gm, with_fused_clamps(XNNPACKQuantizer().set_global(
+        xnnpack_quantization_config("minmax", True))))
+    with torch.no_grad():
+        for i in range(16):
+            prepared(torch.from_numpy(data[i:i + 1]))
+    clamps = [n for n in prepared.graph.nodes if "relu6" in str(n.target) or "hardtanh" in str(n.target)]
+    assert len(clamps) == 2
+    for c in clamps:
+        assert c.args[0].op == "call_function" and "conv" in str(c.args[0].target)   # no observer in between
+        (obs,) = [u for u in c.users if u.op == "call_module"]
+        ob = getattr(prepared, str(obs.target))
+        assert 0.0 <= float(ob.min_val) and float(ob.max_val) <= 6.0
+    np.save(tmp_path / "calib.npy", data)
+    rc, res, err = quantize(capsys, "--model", "tests.models_for_tests:relu6_net", "--platform", "executorch,tflite",
+                            "--method", "static", "--calib", str(tmp_path / "calib.npy"), "--calib-samples", "64",
+                            "--check-samples", "32", "--out", str(tmp_path / "o"))
+    assert rc == 0, err
+    for r in res:
+        assert agreement(r)["cosine"] > 0.99 and agreement(r)["top1_agreement"] >= 0.9, (r["platform"], agreement(r))

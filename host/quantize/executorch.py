@@ -162,7 +162,11 @@ class ExecuTorchConverter(Converter):
     def _quantizer(req: QuantizeRequest, qat: bool) -> Any:
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
 
-        return XNNPACKQuantizer().set_global(xnnpack_quantization_config(req.calib_method, req.per_channel, qat))
+        from host.quantize.pt2e_clamp import with_fused_clamps
+
+        # conv/linear + ReLU6 quantized as one op (XNNPACK fuses the clamp); see host.quantize.pt2e_clamp
+        return with_fused_clamps(XNNPACKQuantizer().set_global(
+            xnnpack_quantization_config(req.calib_method, req.per_channel, qat)))
 
     def _dynamic(self, req: QuantizeRequest, shape: tuple[int, ...], example: Any, say: Any) -> tuple[Any, dict[str, Any]]:
         import torch

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from host.quantize.base import QuantizeError, QuantizeRequest
 from host.quantize.calibration import OBSERVER_NAMES, calib_array, run_torch_calibration, torch_act_observer
+from host.quantize.pt2e_clamp import with_fused_clamps
 from host.quiet import library_stream
 
 
@@ -100,8 +101,9 @@ def convert(req: QuantizeRequest, path: Path, say: Callable[[str], None]) -> dic
                 )
 
                 qat = req.method == "qat"
-                quantizer = (_qat_quantizer() if qat else pq.PT2EQuantizer()).set_global(
-                    litert_config(req.method, req.calib_method, req.per_channel))
+                # conv/linear + ReLU6 quantized as one op (TFLite fuses RELU6): host.quantize.pt2e_clamp
+                quantizer = with_fused_clamps((_qat_quantizer() if qat else pq.PT2EQuantizer()).set_global(
+                    litert_config(req.method, req.calib_method, req.per_channel)))
                 graph, batch = _export_for_calibration(src.fresh_torch_module(), example)
                 if qat:
                     from torchao.quantization.pt2e.utils import _fuse_conv_bn_
