@@ -596,3 +596,9 @@ def test_relu6_outputs_are_quantized_after_the_clamp(capsys, tmp_path: Path) -> 
     assert rc == 0, err
     for r in res:
         assert agreement(r)["cosine"] > 0.99 and agreement(r)["top1_agreement"] >= 0.9, (r["platform"], agreement(r))
+    # PyTorch Mobile's FX path cannot fuse conv + ReLU6: said, not hidden
+    rc, res, err = quantize(capsys, "--model", "tests.models_for_tests:relu6_net", "--platform", "pytorch",
+                            "--method", "static", "--calib", str(tmp_path / "calib.npy"), "--calib-samples", "64",
+                            "--check-samples", "32", "--out", str(tmp_path / "p"))
+    assert rc == 0 and any("2 ReLU6 input(s) quantized with their pre-clamp range" in w
+                           for w in res[0]["checks"]["warnings"]), res[0]["checks"]["warnings"]

@@ -132,6 +132,26 @@ def _dynamic(model: Any, example: Any, per_channel: bool) -> tuple[Any, dict[str
     return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8), record
 
 
+def unfused_relu6(prepared: Any) -> int:
+    """ReLU6/hardtanh nodes fed through an observer: torch.ao FX has no conv+ReLU6 fusion, so the conv's int8
+    output carries the pre-clamp range (EfficientNet-Lite0's stem: [-82, 66], of which the clamp keeps [0, 6]:
+    about 10 int8 levels, 5 with x86's 7-bit activations)."""
+    import torch
+
+    def is_observer(n: Any) -> bool:
+        return n.op == "call_module" and "activation_post_process" in str(n.target)
+
+    count = 0
+    for n in prepared.graph.nodes:
+        # FX keeps the functions the model called (wrapped objects, so compare names)
+        clamp = (n.op == "call_function" and getattr(n.target, "__name__", "") in ("relu6", "hardtanh", "clamp")) or \
+                (n.op == "call_module" and isinstance(prepared.get_submodule(str(n.target)),
+                                                      (torch.nn.ReLU6, torch.nn.Hardtanh)))
+        if clamp and n.args and hasattr(n.args[0], "op") and is_observer(n.args[0]):
+            count += 1
+    return count
+
+
 def kernel_note(engine: str, precision: str) -> str:
     """What the host check's int8 kernels do differently from an ARM device's (empty when nothing)."""
     if precision == "fp32" or engine not in ("x86", "fbgemm", "onednn"):
@@ -210,7 +230,12 @@ class TorchMobileConverter(Converter):
         agreement = checks.compare_outputs(ref, out, src.task)
         agreement["data"] = check_src
         ops = ops_by_precision(scripted)
-        chk = checks.finish_checks(agreement, ops, req.method, fused_float_warnings(ops, req.method))
+        extra = fused_float_warnings(ops, req.method)
+        if calibration.get("unfused_relu6"):
+            extra.append(f"{calibration['unfused_relu6']} ReLU6 input(s) quantized with their pre-clamp range (torch.ao "
+                         "FX cannot fuse conv + ReLU6): expect a large int8 loss on ReLU6 networks (MobileNet, "
+                         "EfficientNet-Lite); --platform executorch or tflite quantize after the clamp")
+        chk = checks.finish_checks(agreement, ops, req.method, extra)
         chk["runtime"] = describe_line(desc) + f", quantized engine {desc.get('quantized_engine')}"
         if kernel_note(engine, precision):
             chk["device_kernels"] = kernel_note(engine, precision)
@@ -237,10 +262,11 @@ class TorchMobileConverter(Converter):
                                 "--platform executorch") from e
         say(f"pytorch static: calibrating with {len(x)} samples ({req.calib_method})")
         run_torch_calibration(prepared, x, 1 if req.source.kind == "exported" else 32, say)
+        unfused = unfused_relu6(prepared)   # before convert_fx, which rewrites the graph in place
         return convert_fx(prepared), {
             "method": req.calib_method, "samples": int(len(x)), "dataset": req.calib.name,
             "per_channel": req.per_channel, "observer": OBSERVER_NAMES["torch"][req.calib_method],
-            "library": "torch.ao.quantization (FX)"}
+            "library": "torch.ao.quantization (FX)", "unfused_relu6": unfused}
 
     def _qat(self, req: QuantizeRequest, shape: tuple[int, ...], engine: str, example: Any,
              say: Any) -> tuple[Any, dict[str, Any]]:
