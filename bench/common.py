@@ -72,3 +72,23 @@ def write_result(name: str, data: dict) -> Path:
     p = RESULTS / f"{name}.json"
     p.write_text(json.dumps(data, indent=2))
     return p
+
+
+def host_runner(path: str, x, runtime_options: dict | None = None):
+    """A zero-argument callable doing one batch-1 inference on one thread through the agent's own Runner
+    for the artifact's format (the code a device runs), with the artifact's manifest; float input
+    quantized to an int8-I/O model's input as the host check does."""
+    import numpy as np
+
+    from agent import runtimes
+    from agent.runtimes.base import RunnerOptions, quantize_input
+
+    manifest = json.loads(Path(path + ".manifest.json").read_text())
+    r = runtimes.create(runtimes.choose(manifest["format"]))
+    r.load(path, RunnerOptions(threads=1, runtime_options=dict(runtime_options or {}), manifest=manifest))
+    spec = r.input_specs()[0]
+    x = np.asarray(x)
+    if x.ndim == 4 and list(x.shape) != list(spec.shape) and list(x.transpose(0, 2, 3, 1).shape) == list(spec.shape):
+        x = x.transpose(0, 2, 3, 1)   # a Keras model's NHWC input
+    feed = {spec.name: np.ascontiguousarray(quantize_input(x.reshape(spec.shape), spec))}
+    return lambda: r.infer(feed)

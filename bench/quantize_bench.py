@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from common import ROOT, write_result
+from common import ROOT, host_runner, write_result
 
 PLATFORM_METHODS = {"pytorch": ["fp32", "dynamic", "static"], "executorch": ["fp32", "static"],
                     "tflite": ["fp32", "dynamic", "static"], "tensorrt": ["fp32", "static"]}
@@ -58,51 +58,9 @@ def quantize_all(model: str, out: Path) -> list[dict[str, Any]]:
 
 
 def runner(art: dict[str, Any], x: np.ndarray) -> Callable[[], Any]:
-    """A zero-argument callable doing one batch-1 inference on one thread with the platform's host runtime."""
-    path, platform = art["path"], art["platform"]
-    if platform == "pytorch":
-        import torch
-        from torch.jit.mobile import _load_for_lite_interpreter
-
-        torch.set_num_threads(1)
-        man = json.loads(Path(path + ".manifest.json").read_text())
-        torch.backends.quantized.engine = man["engine"].get("quantized_engine", "x86")
-        m, t = _load_for_lite_interpreter(path), torch.from_numpy(x)
-        return lambda: m(t)
-    if platform == "executorch":
-        import torch
-        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-        from executorch.runtime import Runtime
-
-        _unsafe_reset_threadpool(1)
-        method, t = Runtime.get().load_program(path).load_method("forward"), torch.from_numpy(x)
-        return lambda: method.execute([t])
-    if platform == "tflite":
-        from ai_edge_litert.interpreter import Interpreter
-
-        it = Interpreter(model_path=path, num_threads=1)
-        it.allocate_tensors()
-        d = it.get_input_details()[0]
-        feed = x.transpose(0, 2, 3, 1) if tuple(d["shape"]) != x.shape and x.ndim == 4 else x
-        if np.dtype(d["dtype"]).kind == "i":
-            scale, zp = d["quantization"]
-            feed = np.clip(np.round(feed / scale + zp), -128, 127)
-        feed = np.ascontiguousarray(feed.astype(d["dtype"]).reshape(d["shape"]))
-
-        def run() -> None:
-            it.set_tensor(d["index"], feed)
-            it.invoke()
-        return run
-    if platform == "tensorrt":
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        return lambda: sess.run(None, {name: x})
-    raise ValueError(platform)
+    """One batch-1 inference on one thread through the agent's Runner (ONNX Runtime with its own fused
+    kernels for the Q/DQ stand-in: what ORT itself would run; the host check uses reference Q/DQ instead)."""
+    return host_runner(art["path"], x, {"optimization": "all"} if art["platform"] == "tensorrt" else None)
 
 
 def measure(runners: dict[str, Callable[[], Any]], rounds: int, iters: int, warmup: int = 20) -> dict[str, list[float]]:
