@@ -368,6 +368,7 @@ def test_tensorrt_fp32_fp16_static_then_onnx_source(capsys, tmp_path: Path) -> N
     assert ops["int8"]["Conv"] == 3 and float_heavy_ops(r["static"]) == []
     m16 = load_artifact(r["fp16"]["path"]).manifest
     assert m16.precision == "fp16" and m16.engine["build_flags"] == ["fp16"]
+    assert r["fp16"]["sha256"] != r["fp32"]["sha256"]   # two engines to build, two objects in a device's store
     # the host check ran an fp16 copy: close to fp32, but not bit-identical as the fp32 graph would be
     a16 = agreement(r["fp16"])
     assert "fp16 copy" in m16.checks["runtime"] and a16["cosine"] > 0.999 and 0 < a16["max_abs"] < 0.1
@@ -602,3 +603,23 @@ def test_relu6_outputs_are_quantized_after_the_clamp(capsys, tmp_path: Path) -> 
                             "--check-samples", "32", "--out", str(tmp_path / "p"))
     assert rc == 0 and any("2 ReLU6 input(s) quantized with their pre-clamp range" in w
                            for w in res[0]["checks"]["warnings"]), res[0]["checks"]["warnings"]
+
+
+def test_tensorrt_fp32_and_fp16_are_two_objects_in_a_device_store(capsys, tmp_path: Path, agent) -> None:
+    """fp16 is an engine-build flag on the same graph; the artifacts still differ (a model property), so a
+    device's content-addressed store keeps both, each with its own manifest and precision."""
+    pytest.importorskip("onnxruntime", reason="needs the 'tensorrt' or 'onnx' extra (onnxruntime)")
+    from host.client import AgentClient
+
+    rc, res, err = quantize(capsys, "--model", "tests.models_for_tests:mlp", "--platform", "tensorrt",
+                            "--method", "fp32,fp16", "--check-samples", "4", "--out", str(tmp_path))
+    assert rc == 0, err
+    with AgentClient(agent.address) as c:
+        for r in res:
+            art = load_artifact(r["path"])
+            c.push(art.path, art.manifest.sha256, art.manifest.format, art.manifest.to_json())
+        stored = {a["sha256"] for a in c.list()}
+    assert stored == {r["sha256"] for r in res} and len(stored) == 2
+    precisions = {json.loads(json.loads(p.read_text())["manifest_json"])["precision"]
+                  for p in agent.store.glob("objects/*/meta.json")}
+    assert precisions == {"fp32", "fp16"}    # what the device builds its engines from

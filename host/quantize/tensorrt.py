@@ -173,7 +173,13 @@ class TensorRTConverter(Converter):
                 fp32_path = Path(tmp) / "fp32.onnx"
                 exporter = export_onnx(src.torch_module(), src.example_input(), fp32_path)
             if req.method in ("fp32", "fp16"):
-                onnx.save(onnx.load(str(fp32_path)), str(path))
+                graph = onnx.load(str(fp32_path))
+                # fp16 is an engine-build flag on the same graph: without this the fp32 and fp16 files would be
+                # byte-identical, share one sha256 in the agent's store (which keeps the first manifest pushed),
+                # and a Jetson would build and time the same engine for both rows
+                onnx.helper.set_model_props(graph, {**{p.key: p.value for p in graph.metadata_props},
+                                                    "edgebench.engine_precision": req.method})
+                onnx.save(graph, str(path))
                 precision = req.method
             elif req.method == "qat":
                 from host.quantize.tensorrt_qat import qat_to_qdq_onnx
