@@ -18,6 +18,7 @@ from agent.runtimes.base import dequantize_output, quantize_input
 from host import tasks
 from host.artifacts import Artifact, TensorInfo
 from host.data.datasets import Dataset, load_dataset
+from host.deploy import stand_in_flags
 from host.errors import UserError
 from host.quiet import user_err
 
@@ -216,6 +217,8 @@ def evaluate(client: Any, target: Any, art: Artifact, data: str | Dataset, limit
         "method": m.method, "precision": m.precision, "format": m.format, "size_bytes": m.size_bytes,
         "dataset": ds.name, "n": len(ds), "task": m.task, "layout": layout, "preprocess_mismatch": mismatch,
         "runtime": runtime, "threads": getattr(options, "threads", None),
+        # accuracy of a TensorRT artifact measured on another runtime is that runtime's arithmetic
+        "flags": stand_in_flags(m, str(runtime.get("name", ""))),
         "metrics": metrics, "agreement": agree, "reference": ref_note, "reference_metrics": ref_metrics,
         "latency_ms_mean": float(np.mean(lat)) if lat else None, "wall_s": round(time.monotonic() - t0, 2),
         "manifest": {"inputs": [t.__dict__ for t in m.inputs], "outputs": [t.__dict__ for t in m.outputs],

@@ -212,3 +212,22 @@ def test_zoo_segmenter_int8_on_the_device(agent, zoo_artifacts, tmp_path):
     assert int8["agreement"]["top1_agreement"] > 0.99 and int8["agreement"]["cosine"] > 0.999
     assert {e["method"] for e in store.evals(target="seg-local")} == {"fp32", "static"}
     store.close()
+
+
+def test_tensorrt_qdq_on_the_onnxruntime_stand_in_and_unlabelled_data(agent, tmp_path):
+    """A TensorRT Q/DQ artifact evaluated on a device without TensorRT: ONNX Runtime runs it with Q/DQ
+    semantics (not its saturating fused kernels), and the record says it is a stand-in. Data without labels
+    (an .npy of images) is scored by agreement with the FP32 source alone."""
+    pytest.importorskip("onnxruntime", reason="needs the 'tensorrt' or 'onnx' extra (onnxruntime)")
+    from host.eval import evaluate
+
+    art = _convert(tmp_path, "tensorrt", "static")
+    unlabelled = tmp_path / "images.npy"
+    np.save(unlabelled, load_dataset("fashion-mnist", split="test", limit=200).x)
+    with AgentClient(agent.address) as client:
+        client.push(art.path, art.manifest.sha256, art.manifest.format, art.manifest.to_json())
+        rec = evaluate(client, Target(name="no-trt"), art, str(unlabelled), 200, None, log=lambda m: None)
+    assert rec["runtime"]["name"] == "onnxruntime"
+    assert any(f.startswith("stand-in(onnxruntime") for f in rec["flags"])
+    assert rec["metrics"] == {}                                   # no labels: nothing invented
+    assert rec["agreement"]["top1_agreement"] >= 0.95 and rec["agreement"]["cosine"] > 0.98
