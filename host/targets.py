@@ -7,7 +7,7 @@ Search path: $EDGEBENCH_TARGETS (colon-separated dirs), ./targets, the user's co
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -88,10 +88,29 @@ def parse_target(path: Path) -> Target:
     unknown = sorted(set(data) - known)
     if unknown:
         raise TargetError(f"{path}: unknown field(s) {', '.join(unknown)}")
+    for key, value in data.items():
+        want = _field_type(key)
+        # bool is an int in Python; a TOML "2" (a string) for threads is not: say which field, in one line
+        if want is not None and (not isinstance(value, want) or (want is not bool and isinstance(value, bool))):
+            raise TargetError(f"{path}: {key} must be {_TYPE_NAMES.get(want, want.__name__)}, not {value!r}")
     t = Target(**data)
     t.source = str(path)
     validate(t)
     return t
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list"}
+
+
+def _field_type(name: str) -> Optional[type]:
+    """The Python type a TOML value for this Target field must have (from the field's default)."""
+    f = Target.__dataclass_fields__[name]
+    default = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+    if default is None or default is MISSING:
+        return None
+    if isinstance(default, float):
+        return (int, float)  # type: ignore[return-value]
+    return type(default)
 
 
 def validate(t: Target) -> None:
@@ -103,19 +122,29 @@ def validate(t: Target) -> None:
         raise TargetError(f"target {t.name}: {t.transport} transport needs host = \"...\"")
 
 
-def load_targets(dirs: Optional[list[Path]] = None) -> dict[str, Target]:
+def load_targets(dirs: Optional[list[Path]] = None, broken: Optional[dict[str, str]] = None) -> dict[str, Target]:
+    """Every readable target; a file that does not parse is left out (its error goes into `broken`, keyed by
+    the file's stem) so one bad file does not take every other target down with it."""
     found: dict[str, Target] = {"local": LOCAL}
     for d in dirs if dirs is not None else search_dirs():
         if not d.is_dir():
             continue
         for f in sorted(d.glob("*.toml")):
-            t = parse_target(f)
+            try:
+                t = parse_target(f)
+            except TargetError as e:
+                if broken is not None:
+                    broken.setdefault(f.stem, str(e))
+                continue
             found.setdefault(t.name, t)   # earlier dirs win
     return found
 
 
 def get_target(name: str, dirs: Optional[list[Path]] = None) -> Target:
-    targets = load_targets(dirs)
+    broken: dict[str, str] = {}
+    targets = load_targets(dirs, broken)
+    if name not in targets and name in broken:
+        raise TargetError(broken[name])
     if name not in targets:
         raise TargetError(f"unknown target {name!r} (known: {', '.join(sorted(targets))}); see `host targets list`")
     return targets[name]

@@ -65,3 +65,28 @@ def test_check_of_an_unreachable_device_says_so(tmp_path, monkeypatch, capsys):
     rep = json.loads(capsys.readouterr().out)
     assert rep["reachable"] is False
     assert any("cannot reach nobody@127.0.0.1" in m for m in rep["missing"])
+
+
+def test_a_mistyped_target_file_is_one_line_and_spares_the_others(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EDGEBENCH_TARGETS", str(tmp_path))
+    (tmp_path / "bad.toml").write_text('kind = "local"\ntransport = "local"\nthreads = "2"\n')
+    (tmp_path / "good.toml").write_text('kind = "local"\ntransport = "local"\nthreads = 2\n')
+    assert main(["targets", "list", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert {t["name"] for t in json.loads(out)} >= {"local", "good"}
+    assert "bad.toml: threads must be an integer, not '2'" in err
+    assert main(["targets", "show", "bad"]) == 2
+    assert "threads must be an integer" in capsys.readouterr().err
+
+
+def test_deploy_refuses_bad_numbers_and_a_bare_npy_in_one_line(tmp_path, capsys):
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.zeros((1, 4), np.float32))
+    (tmp_path / "m.tflite").write_bytes(b"")
+    for args, words in ((["--threads", "-3"], "--threads must be between"),
+                        (["--seed", str(2**64)], "--seed must be between"),
+                        (["--inputs", str(tmp_path / "x.npy")], "is one .npy array")):
+        assert main(["deploy", "--target", "local", "--artifact", str(tmp_path / "m.tflite"), *args]) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err

@@ -67,7 +67,11 @@ def load_inputs(path: str) -> dict:
     import numpy as np
 
     try:
-        with np.load(path, allow_pickle=False) as z:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):   # a bare .npy names no input
+            raise UserError(f"--inputs {path} is one .npy array; pass an .npz with one array per input name "
+                            "(np.savez('inputs.npz', input=x))")
+        with loaded as z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read --inputs {path}: {e} (expected an .npz with one array per input name)") from e
@@ -82,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
         opts[k.strip()] = v.strip()
     if args.runs < 1 or args.min_seconds < 0 or args.max_seconds <= 0:
         raise UserError("--runs must be >= 1, --min-seconds >= 0 and --max-seconds > 0")
+    if args.threads is not None and not 0 <= args.threads <= 1024:
+        raise UserError(f"--threads must be between 0 (the runtime's default) and 1024, got {args.threads}")
+    if not 0 <= args.seed < 2**63:
+        raise UserError(f"--seed must be between 0 and 2^63-1, got {args.seed}")
     if not 1 <= args.repeats <= 100:
         raise UserError(f"--repeats must be between 1 and 100, got {args.repeats}")
     targets = [get_target(t.strip()) for t in args.target.split(",") if t.strip()]

@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit < 0:
         raise UserError("--limit must be >= 0")
+    if not 0 <= args.threads <= 1024:
+        raise UserError(f"--threads must be between 0 (the runtime's default) and 1024, got {args.threads}")
     rec = run_eval(args.target, args.artifact, args.data, args.limit or None, db_path(args),
                    threads=args.threads, runtime=args.runtime, preprocess=args.preprocess)
     if args.json:
