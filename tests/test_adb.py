@@ -203,6 +203,16 @@ def test_agent_started_through_adb_shell(device, tmp_path):
         t2 = AdbTransport(_target(device, tmp_path))
         assert t2.connect() and t2.stats["pushed_bytes"] == 0
         t2.close()
+        # a connect that fails after its forward was made (here: the secret is unreadable) removes the forward
+        from host.transports.base import TransportError
+
+        secret = f"{t.store_dir}/agent.secret"
+        t.shell(f"mv {secret} {secret}.away")
+        forwards = adb(device, "forward", "--list").stdout.decode()
+        with pytest.raises(TransportError, match="agent's secret"):
+            AdbTransport(_target(device, tmp_path)).connect()
+        assert adb(device, "forward", "--list").stdout.decode() == forwards
+        t.shell(f"mv {secret}.away {secret}")
         assert t.stop_agent() is True
         assert t.agent_status()["running"] is False
         with pytest.raises(ProcessLookupError):

@@ -275,6 +275,14 @@ class AdbTransport(Transport):
             raise TransportError(f"adb forward gave no local port ({_last(r.stdout + r.stderr)})")
         self._forward_port = int(port)
         _say(progress, f"adb forward 127.0.0.1:{port} -> {self.serial} 127.0.0.1:{info['port']}")
+        try:
+            self._authenticate(f"127.0.0.1:{port}")
+        except BaseException:
+            self._remove_forward()   # a failed connect leaves no forward behind on the adb server
+            raise
+        return f"127.0.0.1:{port}"
+
+    def _authenticate(self, address: str) -> None:
         from host.client import AgentClient, remember_agent
 
         # the agent's secret, readable by the shell user the agent runs as: every call must carry it
@@ -283,10 +291,9 @@ class AdbTransport(Transport):
         if rc != 0 or not out.strip():
             raise TransportError(f"cannot read the agent's secret {path} on {self.serial}: "
                                  f"{_last(err or out)}; restart the agent (host agent stop/start)")
-        remember_agent(f"127.0.0.1:{port}", out.strip())
-        with AgentClient(f"127.0.0.1:{port}") as c:
+        remember_agent(address, out.strip())
+        with AgentClient(address) as c:
             c.wait_ready(30)
-        return f"127.0.0.1:{port}"
 
     def _remove_forward(self) -> None:
         if self._forward_port is not None:
