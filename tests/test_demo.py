@@ -1,7 +1,8 @@
-"""`python -m host.demo` end to end on a reduced matrix: the zoo classifier (from the cache) quantized,
-deployed to the local agent it starts (under a private EDGEBENCH_HOME), benchmarked and evaluated on the
-device, the table printed, the HTML report written, the results readable by `host report`, and the
-agent stopped afterwards."""
+"""`python -m host.demo` end to end on a reduced matrix: the zoo classifier (from the cache) quantized, and the
+pretrained EfficientNet-Lite0 in fp32 only, deployed to the local agent it starts (under a private
+EDGEBENCH_HOME), benchmarked and evaluated on the device (the classifier on labels, EfficientNet by agreement
+with its FP32 source on photos:check), the table printed, the HTML report written, the results readable by
+`host report`, and the agent stopped afterwards."""
 
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ def _agents_under(home: Path) -> list[int]:
     return pids
 
 
-def _table_rows(text: str) -> dict[tuple[str, str], dict[str, str]]:
-    """The comparison table's data rows keyed by (platform, method/precision)."""
+def _table_rows(text: str) -> dict[tuple[str, str, str], dict[str, str]]:
+    """The comparison table's data rows keyed by (model, platform, method/precision)."""
     lines = text.splitlines()
     head = next(i for i, ln in enumerate(lines) if ln.startswith("target") and "platform" in ln)
     cols = re.split(r"\s{2,}", lines[head].strip())
@@ -41,7 +42,7 @@ def _table_rows(text: str) -> dict[tuple[str, str], dict[str, str]]:
         if not ln.strip():
             break
         cells = dict(zip(cols, re.split(r"\s{2,}", ln.strip())))
-        rows[(cells["platform"], cells["method"])] = cells
+        rows[(cells["model"], cells["platform"], cells["method"])] = cells
     return rows
 
 
@@ -60,7 +61,7 @@ def test_demo_reduced_matrix(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("EDGEBENCH_DB", raising=False)
     try:
         rc = main(["--platform", PLATFORM, "--method", ",".join(METHODS), "--data-limit", "100",
-                   "--min-seconds", "0.2", "--max-seconds", "0.5", "--out", str(out)])
+                   "--min-seconds", "0.2", "--max-seconds", "0.5", "--real-methods", "fp32", "--out", str(out)])
         printed = capsys.readouterr().out
         left = _agents_under(home)
         status_rc = host_main(["agent", "status", "--target", "local", "--json"])
@@ -74,8 +75,11 @@ def test_demo_reduced_matrix(tmp_path, monkeypatch, capsys):
     assert str(home) in status["log"] and left == []
 
     # the printed table: one row per (platform, method) with the accuracy measured on the device
-    rows = _table_rows(printed)
-    assert set(rows) == {(PLATFORM, f"{m}/{PRECISION[m]}") for m in METHODS}
+    all_rows = _table_rows(printed)
+    real = all_rows.pop(("efficientnet_lite0", PLATFORM, "fp32/fp32"))
+    assert re.fullmatch(r"top1_agreement 100\.00%", real["accuracy"]), real   # the FP32 artifact is its source
+    rows = {(p, m): cells for (model, p, m), cells in all_rows.items()}
+    assert set(rows) == {(PLATFORM, f"{m}/{PRECISION[m]}") for m in METHODS} and len(rows) == len(all_rows)
     for cells in rows.values():
         assert cells["target"] == "local" and cells["model"] == "classifier"
         acc = re.fullmatch(r"top1 (\d+\.\d\d)%", cells["accuracy"])
@@ -90,15 +94,16 @@ def test_demo_reduced_matrix(tmp_path, monkeypatch, capsys):
     kinds = set(re.findall(r'<svg class="plot" data-kind="([a-z-]+)"', page))
     assert {"latency-distribution", "accuracy-latency", "size-by-method"} <= kinds, kinds
     assert all(f"{m}/{PRECISION[m]}" in page for m in METHODS)          # one results row per method
+    assert "efficientnet_lite0" in page
 
     # `host report --format json` on the demo's database holds what the demo stored
     db = out / "results.sqlite"
-    assert host_main(["report", "--db", str(db), "--format", "json"]) == 0
+    assert host_main(["report", "--db", str(db), "--format", "json", "--model", "classifier"]) == 0
     rep = json.loads(capsys.readouterr().out)
     store = ResultStore(db)
     try:
-        benches = {b["sha256"]: b for b in store.benchmarks(target="local")}
-        evals = {e["sha256"]: e for e in store.evals(target="local")}
+        benches = {b["sha256"]: b for b in store.benchmarks(target="local") if b["model_name"] == "classifier"}
+        evals = {e["sha256"]: e for e in store.evals(target="local") if e["model_name"] == "classifier"}
     finally:
         store.close()
     assert len(benches) == len(evals) == len(METHODS) == len(rep["rows"])
