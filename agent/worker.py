@@ -11,6 +11,7 @@ Child protocol: ("load", path, fmt, runtime, options) -> ("ok", info)
                 ("bench", config, feeds|None, seed, distinct) -> ("event", kind, payload)* ("ok", summary)
                     (summary["describe_after"]: the runner's describe() once the run is over)
                 ("infer", feed) -> ("ok", outputs, ms)
+                ("profile", feeds|None, seed, runs) -> ("ok", profile)   (agent/profile_run.py)
                 ("close",)
                 any failure -> ("error", code, message)
 
@@ -259,14 +260,17 @@ def _apply_limits(lim: WorkerLimits) -> None:
 
 
 def _child(fd: int) -> None:
+    import numpy as np
+
     from agent import bench, probes
     from agent import runtimes as registry
-    from agent.runtimes.base import RunnerOptions, random_inputs
+    from agent.runtimes.base import RunnerOptions, manifest_shapes, random_inputs
 
     conn = Connection(fd)
     runner = None
     threads = 0
     info: dict[str, Any] = {}
+    known_shapes: dict[str, list[int]] = {}
 
     def send(*msg: Any) -> None:
         conn.send(msg)
@@ -299,12 +303,17 @@ def _child(fd: int) -> None:
                         "peak_rss_load_mb": peak_load, "env_before": env_before,
                         "inputs": [s.__dict__ for s in runner.input_specs()],
                         "outputs": [s.__dict__ for s in runner.output_specs()]}
+                known_shapes = manifest_shapes(options.get("manifest") or {})
                 send("ok", info)
             elif op == "bench":
                 _, config, feeds, seed, distinct = msg
                 assert runner is not None, "load first"
-                if not feeds:
-                    feeds = random_inputs(runner.input_specs(), distinct or 4, seed)
+                kind = "user" if feeds else f"random(seed={seed})"
+                if not feeds:   # dynamic dims take the shape the host recorded in the manifest
+                    feeds = random_inputs(runner.input_specs(), distinct or 4, seed, known_shapes)
+                # what was fed, as the device saw it: a latency means nothing without its input's shape
+                fed = {"kind": kind, "shapes": {k: [int(d) for d in np.shape(v)] for k, v in feeds[0].items()},
+                       "dtypes": {k: str(np.asarray(v).dtype) for k, v in feeds[0].items()}}
                 cfg = bench.BenchConfig.from_options(config)
                 _reset_peak_rss()
                 summary = bench.run_protocol(runner.infer, feeds, cfg, lambda k, p: send("event", k, p))
@@ -316,8 +325,13 @@ def _child(fd: int) -> None:
                                                                          own_threads=max(1, threads)))
                 # describe() again: what a runner learns while running (TensorRT's H2D / compute / D2H
                 # split) does not exist yet at load time
-                summary["describe_after"] = _jsonable(runner.describe())
+                summary["describe_after"] = _jsonable(runner.describe()) | {"fed_inputs": fed}
                 send("ok", summary)
+            elif op == "profile":  # after the measurement, never during it (agent/profile_run.py)
+                from agent.profile_run import child_profile
+
+                assert runner is not None, "load first"
+                send("ok", child_profile(runner, msg[1], msg[2], msg[3]))
             elif op == "infer":
                 assert runner is not None, "load first"
                 t0 = time.perf_counter()

@@ -217,6 +217,8 @@ def evaluate(client: Any, target: Any, art: Artifact, data: str | Dataset, limit
         "method": m.method, "precision": m.precision, "format": m.format, "size_bytes": m.size_bytes,
         "dataset": ds.name, "n": len(ds), "task": m.task, "layout": layout, "preprocess_mismatch": mismatch,
         "runtime": runtime, "threads": getattr(options, "threads", None),
+        # what the device was fed: the user's data, at this shape (never random)
+        "input": {"kind": "user", "data": ds.name, "shapes": {m.inputs[0].name: [batch, *map(int, x.shape[1:])]}},
         # accuracy of a TensorRT artifact measured on another runtime is that runtime's arithmetic
         "flags": stand_in_flags(m, str(runtime.get("name", ""))),
         "metrics": metrics, "agreement": agree, "reference": ref_note, "reference_metrics": ref_metrics,

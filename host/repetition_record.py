@@ -41,6 +41,18 @@ def merge_flags(per_rep: list[list[str]]) -> list[str]:
     return [v[0] if len(v) == k else f"{v[0]} in {len(v)}/{k} reps" for v in seen.values()]
 
 
+def fed_inputs(summary: dict[str, Any], settings: Any) -> dict[str, Any]:
+    """What the device was fed: random or the user's, and at which shapes. The agent reports it (older agents
+    do not: then the user's tensors' shapes, or "unknown", never a guess)."""
+    fed = (summary.get("describe_after") or {}).get("fed_inputs")
+    if fed:
+        return {"kind": "user" if fed.get("kind") == "user" else "random", "seed": None if settings.inputs else
+                settings.seed, "shapes": fed.get("shapes") or {}, "dtypes": fed.get("dtypes") or {}}
+    if settings.inputs:
+        return {"kind": "user", "seed": None, "shapes": {k: list(v.shape) for k, v in settings.inputs.items()}}
+    return {"kind": "random", "seed": settings.seed, "shapes": "unknown (agent too old to report them)"}
+
+
 def repetition_record(target: Target, art: Artifact, reps: list[dict[str, Any]], info: dict[str, Any],
                       settings: Any, schedule: dict[str, Any], rep_errors: list[str]) -> dict[str, Any]:
     """`reps`: the Benchmark results of one artifact (each with "round" and "position"), in run order."""
@@ -91,6 +103,7 @@ def repetition_record(target: Target, art: Artifact, reps: list[dict[str, Any]],
         "env_before": st["env_before"], "env_after": ls["env_after"], "flags": flags,
         "settings": {x: v for x, v in settings.__dict__.items() if x not in ("data", "inputs", "preprocess")},
         "inputs": "user" if settings.inputs else f"random(seed={settings.seed})",
+        "input": fed_inputs(ls, settings),
         "samples": samples, "incomplete": next((e["incomplete"] for e in entries if e["incomplete"]), None),
         "manifest": m.__dict__ | {"inputs": [t.__dict__ for t in m.inputs], "outputs": [t.__dict__ for t in m.outputs]},
     }

@@ -84,14 +84,52 @@ def dequantize_output(y: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return (y.astype(np.float32) - spec.zero_point) * spec.scale
 
 
-def random_inputs(specs: list[TensorSpec], count: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """Deterministic random feeds per dtype/shape (dynamic dims become 1)."""
+def concrete_shapes(specs: list[TensorSpec], known: Optional[dict[str, list[int]]] = None) -> dict[str, list[int]]:
+    """The shape each input is fed at: the runner's static dims, its dynamic ones from `known` (the
+    manifest's recorded shapes, by name, or by position for a single input). A dynamic batch (first) dim
+    with no known size is 1, the protocol's batch; any other dynamic dim with no known size is an error:
+    timing a model at a made-up size (1x1 pixels) would report a number for an input nobody runs."""
+    known = known or {}
+    out = {}
+    for s in specs:
+        given = known.get(s.name) or (next(iter(known.values())) if len(known) == 1 == len(specs) else None)
+        if given is not None and len(given) != len(s.shape):
+            given = None     # a recorded shape of another rank says nothing about this input
+        dims = []
+        for k, d in enumerate(s.shape):
+            if d and d > 0:
+                dims.append(int(d))
+            elif given is not None and given[k] > 0:
+                dims.append(int(given[k]))
+            elif k == 0:
+                dims.append(1)
+            else:
+                raise RunnerError("bad-input", f"input {s.name!r} has dynamic dimensions {list(s.shape)} and no known "
+                                  "size: quantize it with --input-shape (recorded in the manifest) or pass --inputs")
+        out[s.name] = dims
+    return out
+
+
+def manifest_shapes(manifest: dict[str, Any]) -> dict[str, list[int]]:
+    """{input name: shape} the host recorded in a manifest (only fully known shapes)."""
+    out = {}
+    for t in manifest.get("inputs") or []:
+        shape = t.get("shape") if isinstance(t, dict) else None
+        if shape and all(isinstance(d, int) and d > 0 for d in shape):
+            out[str(t.get("name"))] = [int(d) for d in shape]
+    return out
+
+
+def random_inputs(specs: list[TensorSpec], count: int, seed: int,
+                  known: Optional[dict[str, list[int]]] = None) -> list[dict[str, np.ndarray]]:
+    """Deterministic random feeds per dtype, at `concrete_shapes(specs, known)`."""
     rng = np.random.default_rng(seed)
+    shapes = concrete_shapes(specs, known)
     feeds = []
     for _ in range(max(1, count)):
         feed = {}
         for s in specs:
-            shape = [d if d and d > 0 else 1 for d in s.shape]
+            shape = shapes[s.name]
             dt = np.dtype(s.dtype)
             if dt.kind == "f":
                 feed[s.name] = rng.standard_normal(shape).astype(dt)

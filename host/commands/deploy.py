@@ -12,7 +12,7 @@ from host.targets import get_target
 
 JSON_KEYS = ("artifact", "sha256", "target", "model_name", "platform", "method", "precision", "size_bytes",
              "runtime", "delegate", "threads", "runs", "duration_s", "stop_reason", "latency_ms", "phases_ms", "repeats",
-             "between", "repetitions", "schedule",
+             "between", "repetitions", "schedule", "inputs", "input",
              "peak_rss_mb", "peak_rss_load_mb", "env_before", "env_after", "flags", "push", "eval", "id", "incomplete",
              "error")
 

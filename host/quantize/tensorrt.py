@@ -136,9 +136,22 @@ def _dtype(value_info: Any) -> str:
     return np.dtype(tensor_dtype_to_np_dtype(value_info.type.tensor_type.elem_type)).name
 
 
-def _dims(value_info: Any) -> list[int]:
-    """A graph input's dims (symbolic or unknown ones as 1, the exported graphs' batch)."""
-    return [d.dim_value if d.HasField("dim_value") else 1 for d in value_info.type.tensor_type.shape.dim]
+def _dims(value_info: Any, shape: Optional[tuple[int, ...]] = None) -> list[int]:
+    """A graph input's dims as the artifact is run: symbolic or unknown ones from `shape` (the --input-shape
+    or the data's), a symbolic batch as 1. Any other unknown dim is an error, never a silent 1: the agent
+    would time a 1x1 image and report it as the model's latency."""
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1
+            for d in value_info.type.tensor_type.shape.dim]
+    if shape is not None and len(shape) == len(dims):
+        fixed = [d for d, s in zip(dims, shape) if d > 0 and d != s]
+        if fixed:
+            raise QuantizeError(f"input {value_info.name!r} has shape {dims} but the input shape given/taken from "
+                                f"the data is {list(shape)}: pass a matching --input-shape")
+        return [d if d > 0 else int(s) for d, s in zip(dims, shape)]
+    if any(d <= 0 for d in dims[1:]):
+        raise QuantizeError(f"input {value_info.name!r} has dynamic dimensions {dims}: pass --input-shape "
+                            f"(e.g. {','.join(str(d if d > 0 else 224) for d in [1, *dims[1:]])})")
+    return [1 if d <= 0 else d for d in dims]
 
 
 class TensorRTConverter(Converter):
@@ -211,7 +224,8 @@ class TensorRTConverter(Converter):
                   "verified_with_tensorrt": False}
         return checks.finish_manifest(
             req, path, platform=self.platform, fmt=self.format, precision=precision,
-            inputs=checks.tensor_infos([i.name for i in ins], [_dims(i) for i in ins], [_dtype(i) for i in ins]),
+            inputs=checks.tensor_infos([i.name for i in ins], [_dims(i, shape if len(ins) == 1 else None) for i in ins],
+                                       [_dtype(i) for i in ins]),
             outputs=checks.tensor_infos([o.name for o in model.graph.output], [[1, *out.shape[1:]]],
                                         ["float32"] * len(model.graph.output)),
             checks=chk, conversion_s=t.seconds,
