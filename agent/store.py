@@ -12,6 +12,7 @@ uploads survive agent restarts, which is what makes a cut upload resumable.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -258,16 +259,25 @@ class ArtifactStore:
         self._check_admission(sha, header.size, header.size - header.offset)
         self._write_json(self.partial / f"{sha}.json", header.__dict__)
         received = 0
-        with open(part, "r+b" if part.exists() else "wb") as f:
-            f.truncate(header.offset)
-            f.seek(header.offset)
-            for chunk in chunks:
-                if header.offset + received + len(chunk) > header.size:
-                    raise StoreError("bad-input", f"upload exceeds the declared size of {header.size} bytes")
-                f.write(chunk)
-                received += len(chunk)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(part, "r+b" if part.exists() else "wb") as f:
+                f.truncate(header.offset)
+                f.seek(header.offset)
+                for chunk in chunks:
+                    if header.offset + received + len(chunk) > header.size:
+                        raise StoreError("bad-input", f"upload exceeds the declared size of {header.size} bytes")
+                    f.write(chunk)
+                    received += len(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # the disk filled while we wrote (someone else's files grew after the admission check): keep
+            # what fitted, as for a cut upload, and say what to do
+            held = part.stat().st_size if part.exists() else 0
+            raise StoreError("no-space", f"the device's disk filled up during the upload ({held} of {header.size} "
+                                         "bytes held); free some space and push again (it resumes)") from e
         total = header.offset + received
         if total < header.size:
             # The stream ended early (client cut): keep the bytes for a resume.
@@ -297,9 +307,18 @@ class ArtifactStore:
             tmp.mkdir()
             os.replace(part, tmp / "data")
             now = time.time()
-            self._write_json(tmp / "meta.json", {
-                "sha256": sha, "size": header.size, "file_name": header.file_name, "format": header.format,
-                "manifest_json": header.manifest_json, "created": now, "last_used": now})
+            try:
+                self._write_json(tmp / "meta.json", {
+                    "sha256": sha, "size": header.size, "file_name": header.file_name, "format": header.format,
+                    "manifest_json": header.manifest_json, "created": now, "last_used": now})
+            except OSError as e:
+                # no room even for the metadata: the verified bytes go back to partial/, nothing half-published
+                os.replace(tmp / "data", part)
+                shutil.rmtree(tmp, ignore_errors=True)
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise StoreError("no-space", "the device's disk is full (the artifact is held, unpublished); "
+                                                 "free some space and push again") from e
+                raise
             os.replace(tmp, self.objects / sha)
             _fsync_dir(self.objects)
         (self.partial / f"{sha}.json").unlink(missing_ok=True)

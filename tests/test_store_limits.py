@@ -137,3 +137,47 @@ def test_zip_sniff_needs_a_real_central_directory(tmp_path):
     real = buf.getvalue()
     r = store.receive(Header(hashlib.sha256(real).hexdigest(), len(real), "m.ptl", "ptl"), iter([real]))
     assert r["already_present"] is False
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A 3 MiB tmpfs (root only): a device whose disk really fills up."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (make test runs as root under CI)")
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_disk_that_fills_up_is_a_clear_error_and_loses_nothing_published(tiny_fs):
+    store = ArtifactStore(tiny_fs / "s", free_reserve_bytes=0)
+    kept = [put(store, blob(700_000, i)) for i in (1, 2)]          # 1.4 MB of 3 MB published
+
+    def fill_after_first(data: bytes):
+        yield data[:100_000]
+        # someone else's file grows after the admission check: the disk is full mid-upload
+        with open(tiny_fs / "filler", "wb") as f:
+            try:
+                f.write(b"\0" * (3 << 20))
+            except OSError:
+                pass
+        yield data[100_000:]
+
+    big = blob(900_000, 3)
+    with pytest.raises(StoreError) as ei:
+        store.receive(header(big), fill_after_first(big))
+    assert ei.value.code == "no-space" and "push again" in ei.value.message
+    for sha in kept:   # published objects intact, byte for byte
+        assert hashlib.sha256((store.objects / sha / "data").read_bytes()).hexdigest() == sha
+    assert sorted(a["sha256"] for a in store.list()) == sorted(kept)
+    (tiny_fs / "filler").unlink()
+    held = store.stat(hashlib.sha256(big).hexdigest())["bytes_held"]     # what fitted is kept: the push resumes
+    assert 0 < held < len(big)
+    assert store.receive(header(big, offset=held), iter([big[held:]]))["bytes_received"] == len(big) - held
+    assert sorted(a["sha256"] for a in store.list()) == sorted([*kept, hashlib.sha256(big).hexdigest()])
