@@ -228,18 +228,31 @@ def ort_extra_options(method: str) -> dict[str, Any]:
 
 
 def ort_data_reader(input_name: str, x: np.ndarray, progress: Optional[Callable[[str], None]] = None) -> Any:
-    """onnxruntime CalibrationDataReader over an array, batch 1 (the exported graph's batch)."""
+    """onnxruntime CalibrationDataReader over an array, batch 1 (the exported graph's batch). It has a length
+    and `set_range`, so quantize_static can feed it chunk by chunk (CalibStridedMinMax; host.quantize.calib_memory)."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = batches(x, 1, progress)
+            self.set_range(0, len(x))
+
+        def __len__(self) -> int:
+            return len(x)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self._start, self._end = start_index, min(end_index, len(x))
+            self._i = start_index
 
         def get_next(self) -> Optional[dict[str, np.ndarray]]:
-            b = next(self._it, None)
-            return None if b is None else {input_name: np.ascontiguousarray(b)}
+            if self._i >= self._end:
+                return None
+            b = x[self._i:self._i + 1]
+            self._i += 1
+            if progress and (self._i == len(x) or self._i % max(1, -(-len(x) // 4)) == 0):
+                progress(f"calibrating: {self._i}/{len(x)} samples")
+            return {input_name: np.ascontiguousarray(b)}
 
         def rewind(self) -> None:
-            self._it = batches(x, 1, progress)
+            self._i = self._start
 
     return _Reader()

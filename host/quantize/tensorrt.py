@@ -239,6 +239,13 @@ class TensorRTConverter(Converter):
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
+        from host.quantize.calib_memory import CalibMemoryError, plan_chunk
+
+        if req.calib is not None:   # the memory estimate comes before any data is fitted or any work starts
+            try:
+                plan = plan_chunk(fp32_path, shape, min(req.calib_samples, len(req.calib)), req.calib_method)
+            except CalibMemoryError as e:
+                raise QuantizeError(str(e)) from e
         x = calib_array(req.calib, req.calib_samples, shape)
         fp32_path = _at_least_opset(fp32_path, QDQ_MIN_OPSET, tmp, say)
         pre = tmp / "pre.onnx"
@@ -250,7 +257,13 @@ class TensorRTConverter(Converter):
                           if i.name not in {t.name for t in onnx.load(str(pre)).graph.initializer})
         opts = ort_extra_options(req.calib_method)
         opts["QuantizeBias"] = False   # TensorRT keeps bias in float and fuses it
-        say(f"tensorrt static: calibrating with {len(x)} samples ({req.calib_method}, onnxruntime)")
+        # ORT keeps every sample's activations until the reader is exhausted; CalibStridedMinMax makes it fold
+        # them in chunks that fit (every calibrator). Not CalibMaxIntermediateOutputs: in ORT 1.32 MinMax *drops*
+        # the outputs it holds when that count is reached, without folding them into its ranges.
+        opts["CalibStridedMinMax"] = plan["chunk"]
+        say(f"tensorrt static: calibrating with {len(x)} samples ({req.calib_method}, onnxruntime; "
+            f"{plan['activation_mb_per_sample']} MiB of activations per sample, {plan['chunk']} held at a time, "
+            f"about {plan['estimated_peak_mb']:.0f} MiB)")
         try:
             quantize_static(str(pre), str(path), ort_data_reader(input_name, x, say), quant_format=QuantFormat.QDQ,
                             per_channel=req.per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
@@ -263,4 +276,5 @@ class TensorRTConverter(Converter):
         return {"method": req.calib_method, "samples": int(len(x)), "dataset": req.calib.name,
                 "per_channel": req.per_channel, "observer": OBSERVER_NAMES["onnxruntime"][req.calib_method],
                 "library": "onnxruntime.quantization.quantize_static (QDQ)", "activations": "int8 symmetric",
-                "weights": f"int8 symmetric {'per-channel' if req.per_channel else 'per-tensor'}", "bias": "float"}
+                "weights": f"int8 symmetric {'per-channel' if req.per_channel else 'per-tensor'}", "bias": "float",
+                "memory": plan}
