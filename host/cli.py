@@ -26,6 +26,7 @@ COMMANDS = {
     "noise": "measure a device's noise floor on a fixed reference workload (shown in reports)",
     "agent": "start, stop, inspect the agent on a target",
     "zoo": "reference models: list, train, export",
+    "analyze": "per-layer int8 error vs FP32 and sensitivity ranking, per platform",
 }
 
 

@@ -88,6 +88,14 @@ def register(subparsers: Any, help_text: str) -> None:
     p.add_argument("--check-data", metavar="DATA", help="held-out data for the host-side check")
     p.add_argument("--check-samples", type=int, default=200, metavar="N", help="samples in the host-side check")
     p.add_argument("--task", default=None, help="classification (default) or another task name for the manifest")
+    b = p.add_mutually_exclusive_group()
+    b.add_argument("--min-agreement", type=float, metavar="X",
+                   help="static int8 budget: top-1 agreement with FP32 (cosine for non-classifiers) on --check-data; "
+                        "the most sensitive layers stay float until it holds (executorch, tensorrt)")
+    b.add_argument("--max-drop", type=float, metavar="PP",
+                   help="static int8 budget on labelled --check-data: at most PP points of top-1 below FP32")
+    p.add_argument("--fallback-layers", type=int, default=None, metavar="N",
+                   help="rank only the N layers with the lowest SQNR for the fallback (default: all)")
     p.add_argument("--json", action="store_true", help="print the artifact list as JSON on stdout")
     p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected conversion failures")
     p.set_defaults(func=run)
@@ -140,6 +148,9 @@ def run(args: argparse.Namespace) -> int:
             source.input_shape = (1, *ds.x.shape[1:])
             _say(f"input shape taken from the data: {list(source.input_shape)}")
 
+    budget = args.min_agreement is not None or args.max_drop is not None
+    if budget:
+        _check_budget_args(args, check)
     results: list[dict[str, Any]] = []
     failures = 0
     for p, m in pairs:
@@ -153,7 +164,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             # Libraries print progress on stdout (onnxruntime's calibrators do); keep stdout for our output.
             with contextlib.redirect_stdout(library_stream()):
+                fb = _fallback(args, req, p) if budget and m == "static" else None
                 art = quantize_cleanly(converters[p], req)
+            if fb is not None:
+                _record_fallback(art, fb)
         except QuantizeError as e:
             if len(pairs) == 1:
                 raise
@@ -194,3 +208,41 @@ def _print_table(results: list[dict[str, Any]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _check_budget_args(args: argparse.Namespace, check: Any) -> None:
+    from host.analyze.session import PLATFORMS
+
+    if check is None:
+        raise QuantizeError("--min-agreement/--max-drop are measured on --check-data DATA: pass held-out data")
+    if args.min_agreement is not None and not 0.0 < args.min_agreement <= 1.0:
+        raise QuantizeError("--min-agreement must be in (0, 1], e.g. 0.97")
+    if args.max_drop is not None and args.max_drop < 0:
+        raise QuantizeError("--max-drop is in points and must be >= 0, e.g. 1.0")
+    if args.fallback_layers is not None and args.fallback_layers <= 0:
+        raise QuantizeError("--fallback-layers must be positive")
+    if "static" not in args.method:
+        raise QuantizeError("--min-agreement/--max-drop apply to --method static")
+    bad = [p for p in args.platform if p not in PLATFORMS]
+    if bad:
+        raise QuantizeError(f"the int8 fallback supports {', '.join(PLATFORMS)}, not {', '.join(bad)}")
+
+
+def _fallback(args: argparse.Namespace, req: QuantizeRequest, platform: str) -> dict[str, Any]:
+    """The layers to keep float so the budget holds (host.analyze), handed to the converter."""
+    from host.analyze.session import recover
+
+    fb = recover(req, platform, args.min_agreement, args.max_drop, args.fallback_layers, _say)
+    req.extra["float_layers"] = fb["float_layers"]
+    _say(f"{platform}/static: {len(fb['float_layers'])} layer(s) kept float: {', '.join(fb['float_layers']) or '-'}")
+    return fb
+
+
+def _record_fallback(art: Any, fb: dict[str, Any]) -> None:
+    """The manifest says which layers stayed float and why, and what the search measured."""
+    man = art.manifest
+    man.checks["fallback"] = fb
+    if fb["float_layers"]:
+        man.precision = "mixed"
+        man.engine["float_layers"] = fb["float_layers"]
+    art.write_manifest()

@@ -165,8 +165,9 @@ class ExecuTorchConverter(Converter):
         from host.quantize.pt2e_clamp import with_fused_clamps
 
         # conv/linear + ReLU6 quantized as one op (XNNPACK fuses the clamp); see host.quantize.pt2e_clamp
+        # extra["float_layers"]: module paths kept float (host quantize --min-agreement, host.analyze)
         return with_fused_clamps(XNNPACKQuantizer().set_global(
-            xnnpack_quantization_config(req.calib_method, req.per_channel, qat)))
+            xnnpack_quantization_config(req.calib_method, req.per_channel, qat)), req.extra.get("float_layers"))
 
     def _dynamic(self, req: QuantizeRequest, shape: tuple[int, ...], example: Any, say: Any) -> tuple[Any, dict[str, Any]]:
         import torch

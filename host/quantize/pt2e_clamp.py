@@ -19,8 +19,9 @@ HEAVY = ("aten.conv1d.default", "aten.conv2d.default", "aten.linear.default")
 CLAMPS = ("aten.hardtanh.default", "aten.hardtanh_.default", "aten.clamp.default", "aten.relu6.default")
 
 
-def annotate_fused_clamps(gm: Any, config: Any) -> int:
-    """Annotate every conv/linear whose only user is a clamp as one quantized op; returns how many."""
+def annotate_fused_clamps(gm: Any, config: Any, skip: Any = None) -> int:
+    """Annotate every conv/linear whose only user is a clamp as one quantized op; returns how many.
+    `skip(node)` true: a layer kept float on purpose (host.analyze's fallback), left unannotated."""
     from torch.fx import Node
     from torchao.quantization.pt2e.quantizer import (
         QuantizationAnnotation,
@@ -44,7 +45,7 @@ def annotate_fused_clamps(gm: Any, config: Any) -> int:
         op = clamp.args[0]
         if not (isinstance(op, Node) and op.op == "call_function" and str(op.target) in HEAVY and len(op.users) == 1):
             continue
-        if annotated(op) or annotated(clamp) or not isinstance(op.args[1], Node):
+        if annotated(op) or annotated(clamp) or not isinstance(op.args[1], Node) or (skip and skip(op)):
             continue
         qspecs = {op.args[0]: get_input_act_qspec(config), op.args[1]: get_weight_qspec(config)}
         bias = op.args[2] if len(op.args) > 2 else None
@@ -56,12 +57,27 @@ def annotate_fused_clamps(gm: Any, config: Any) -> int:
     return fused
 
 
-def with_fused_clamps(quantizer: Any) -> Any:
-    """The quantizer, annotating conv/linear + clamp pairs (with its global config) before its own patterns."""
+def float_layer_filter(float_layers: list[str]) -> Any:
+    """A node filter, true for nodes outside the given module paths (torchao's own module-name matching).
+    XNNPACKQuantizer.set_module_name(name, None) is "not supported yet" in ExecuTorch 1.5, its filter
+    function is how a layer is kept float."""
+    from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+
+    inside = [get_module_name_filter(m) for m in float_layers]
+    return lambda n: not any(f(n) for f in inside)
+
+
+def with_fused_clamps(quantizer: Any, float_layers: Any = None) -> Any:
+    """The quantizer, annotating conv/linear + clamp pairs (with its global config) before its own patterns;
+    modules named in `float_layers` stay float (neither annotator touches them)."""
     own = quantizer.annotate
+    keep = float_layer_filter(list(float_layers)) if float_layers else None
+    if keep is not None:
+        quantizer.set_filter_function(keep)
 
     def annotate(model: Any) -> Any:
-        annotate_fused_clamps(model, getattr(quantizer, "global_config", None))
+        annotate_fused_clamps(model, getattr(quantizer, "global_config", None),
+                              skip=(lambda n: not keep(n)) if keep else None)
         return own(model)
 
     quantizer.annotate = annotate

@@ -240,6 +240,7 @@ class TensorRTConverter(Converter):
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         from host.quantize.calib_memory import CalibMemoryError, plan_chunk
+        from host.quantize.onnx_layers import nodes_for_layers
 
         if req.calib is not None:   # the memory estimate comes before any data is fitted or any work starts
             try:
@@ -267,7 +268,12 @@ class TensorRTConverter(Converter):
         try:
             quantize_static(str(pre), str(path), ort_data_reader(input_name, x, say), quant_format=QuantFormat.QDQ,
                             per_channel=req.per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=ort_calibration_method(req.calib_method), extra_options=opts)
+                            calibrate_method=ort_calibration_method(req.calib_method), extra_options=opts,
+                            # host.analyze / --min-agreement: ONNX nodes kept float, and ORT's own range cache so
+                            # the sensitivity search calibrates once
+                            nodes_to_exclude=nodes_for_layers(onnx.load(str(pre)), req.extra.get("float_layers") or [])
+                            or None,
+                            calibration_cache_path=req.extra.get("calibration_cache"))
         except QuantizeError:
             raise
         except Exception as e:

@@ -1,0 +1,171 @@
+"""executorch backend: PT2E (torchao) + XNNPACKQuantizer graphs, compared with FP32 by torchao's numeric debugger.
+
+The FP32 exported graph and the converted (reference-representation) graph are both instrumented with
+`prepare_for_propagation_comparison`; torchao matches their nodes through `from_node` and logs each node's
+output (for a quantized op, the value after its output Q/DQ: what the next layer sees). Layers are the module
+paths in `nn_module_stack`, i.e. the names in the source model. Sensitivity and fallback run the converted
+reference graph in Python (same Q/DQ arithmetic as XNNPACK up to rounding); the final artifact is checked by the
+ExecuTorch runtime in host quantize.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import warnings
+from typing import Any, Optional
+
+import numpy as np
+
+from host.quantize.base import QuantizeRequest
+
+HEAVY = ("aten.conv1d.default", "aten.conv2d.default", "aten.linear.default")
+
+
+def _module_path(node: Any) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path = str(list(stack.values())[-1][0])
+    return path.removeprefix("L['self'].")
+
+
+def _value(gm: Any, arg: Any) -> Any:
+    """A Q/DQ argument as a number or tensor (get_attr nodes resolved on the module)."""
+    if getattr(arg, "op", None) == "get_attr":
+        obj = gm
+        for part in str(arg.target).split("."):
+            obj = getattr(obj, part)
+        return obj
+    return arg
+
+
+def _is_dq(n: Any) -> bool:
+    return getattr(n, "op", "") == "call_function" and "dequantize" in str(n.target)
+
+
+def _qparams(gm: Any, node: Any) -> dict[str, Any]:
+    """Scale/zero point of a conv/linear's input, weight and output in the converted graph; int8 when both
+    its input and weight come from dequantize nodes (what XNNPACK then runs as one int8 op)."""
+    import torch
+
+    def scal(x: Any) -> float:
+        return float(x.item()) if isinstance(x, torch.Tensor) else float(x)
+
+    out: dict[str, Any] = {"precision": "fp32"}
+    inp, w = node.args[0], node.args[1]
+    if _is_dq(inp):
+        s, zp = scal(_value(gm, inp.args[1])), scal(_value(gm, inp.args[2]))
+        out["input"] = {"scale": s, "zero_point": zp, "symmetric": zp == 0}
+    if _is_dq(w):
+        s, zp = _value(gm, w.args[1]), _value(gm, w.args[2])
+        per_channel = "per_channel" in str(w.target)
+        s_t = s if isinstance(s, torch.Tensor) else torch.tensor([float(s)])
+        zp_t = zp if isinstance(zp, torch.Tensor) else torch.tensor([float(zp)])
+        out["weight"] = {"per_channel": per_channel, "channels": int(s_t.numel()),
+                         "scale_min": float(s_t.min()), "scale_max": float(s_t.max()),
+                         "range_max": float(s_t.max()) * 127.0, "symmetric": bool((zp_t == 0).all())}
+    users = list(node.users)
+    while len(users) == 1 and str(users[0].target) in ("aten.relu.default", "aten.hardtanh.default",
+                                                        "aten.relu6.default", "aten.clamp.default"):
+        users = list(users[0].users)   # conv -> clamp -> Q: the clamp's output range is the op's output
+    q = next((u for u in users if "quantize_per_tensor" in str(u.target) and not _is_dq(u)), None)
+    if q is not None:
+        s, zp = scal(_value(gm, q.args[1])), scal(_value(gm, q.args[2]))
+        out["output"] = {"scale": s, "zero_point": zp, "symmetric": zp == 0,
+                         "range": [(-128 - zp) * s, (127 - zp) * s]}
+    if "input" in out and "weight" in out:
+        out["precision"] = "int8"
+    return out
+
+
+class PT2EBackend:
+    """Builds, runs and compares XNNPACK-quantized PT2E graphs of one source with chosen layers float."""
+
+    platform = "executorch"
+
+    def __init__(self, req: QuantizeRequest, calib_x: np.ndarray) -> None:
+        import torch
+
+        self.req, self.calib_x = req, calib_x
+        self.example = req.source.example_input()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.fp32 = torch.export.export(req.source.fresh_torch_module(), (self.example,)).module()
+
+    def layers(self, model: Any = None) -> list[str]:
+        """Quantizable layers (conv/linear module paths) in graph order."""
+        seen: list[str] = []
+        for n in self.fp32.graph.nodes:
+            if n.op == "call_function" and str(n.target) in HEAVY:
+                path = _module_path(n)
+                if path and path not in seen:
+                    seen.append(path)
+        return seen
+
+    def build(self, float_layers: list[str]) -> Any:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        from host.quantize.calibration import run_torch_calibration
+        from host.quantize.executorch import ExecuTorchConverter
+
+        req = dataclasses.replace(self.req, extra={**self.req.extra, "float_layers": list(float_layers)})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prepared = prepare_pt2e(copy.deepcopy(self.fp32), ExecuTorchConverter._quantizer(req, qat=False))
+            run_torch_calibration(prepared, self.calib_x, int(self.example.shape[0]))
+            return convert_pt2e(prepared)
+
+    def outputs(self, model: Any, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        b = int(self.example.shape[0])   # the exported graph has a fixed batch
+        outs = []
+        with torch.no_grad():
+            for i in range(0, len(x), b):
+                outs.append(model(torch.from_numpy(np.ascontiguousarray(x[i:i + b]))).detach().numpy())
+        return np.concatenate(outs)
+
+    def numerics(self, model: Any, x: np.ndarray, say: Optional[Any] = None) -> list[dict[str, Any]]:
+        """Per layer: SQNR (dB, torchao's compute_sqnr, mean over samples) and cosine of its output vs FP32,
+        with the quantization parameters the converted graph uses."""
+        import torch
+        from torchao.quantization.pt2e._numeric_debugger import (
+            compare_results,
+            extract_results_from_loggers,
+            prepare_for_propagation_comparison,
+        )
+
+        ref, act = prepare_for_propagation_comparison(self.fp32), prepare_for_propagation_comparison(model)
+        acc: dict[Any, dict[str, Any]] = {}
+        b = int(self.example.shape[0])
+        with torch.no_grad():
+            for i in range(0, len(x), b):   # one batch at a time: logging every node of a big net is GBs
+                xb = torch.from_numpy(np.ascontiguousarray(x[i:i + b]))
+                ref(xb), act(xb)
+                for info, summ in compare_results(extract_results_from_loggers(ref),
+                                                  extract_results_from_loggers(act)).items():
+                    a = acc.setdefault(info, {"summary": summ, "sqnr": [], "cos": []})
+                    for r in summ.results:
+                        if isinstance(r.actual, torch.Tensor) and r.actual.is_floating_point():
+                            a["sqnr"].append(float(r.sqnr))
+                            af, rf = r.actual.flatten().double(), r.ref.flatten().double()
+                            den = float(af.norm() * rf.norm())
+                            a["cos"].append(float(af @ rf) / den if den > 0 else 1.0)
+                for m in (ref, act):
+                    for _, lg in m.named_children():
+                        if hasattr(lg, "stats"):
+                            lg.stats.clear()
+        by_name = {n.name: n for n in model.graph.nodes}
+        order = {n.name: k for k, n in enumerate(self.fp32.graph.nodes)}
+        rows = []
+        for a in acc.values():
+            s = a["summary"]
+            node = by_name.get(s.ref_node_name)
+            if node is None or not a["sqnr"] or str(node.target) not in HEAVY:
+                continue   # layers are the quantizable ops; their clamps/adds are inside the next one's input
+            sq = float(np.mean(np.clip(a["sqnr"], -1e3, 1e3)))
+            rows.append({"layer": _module_path(node) or s.ref_node_name, "node": s.ref_node_name,
+                         "op": str(node.target).split(".")[1], "sqnr_db": sq, "cosine": float(np.mean(a["cos"])),
+                         "order": order.get(s.ref_node_name, 0), **_qparams(model, node)})
+        return sorted(rows, key=lambda r: r["order"])

@@ -1,0 +1,55 @@
+"""Source layer names of ONNX nodes, so a user names PyTorch modules and the Q/DQ graph keeps those nodes float.
+
+The dynamo exporter records the module path in each node's `pkg.torch.onnx.name_scopes` metadata; the legacy
+exporter names nodes `/features/0/conv/Conv`; anything else falls back to the weight initializer's name
+(`features.0.conv.weight`). Used by the tensorrt converter (`float_layers`) and host.analyze.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any, Iterable
+
+QUANTIZABLE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def layer_of(node: Any, initializers: set[str]) -> str:
+    meta = {p.key: p.value for p in node.metadata_props}
+    scopes = meta.get("pkg.torch.onnx.name_scopes")
+    if scopes:
+        try:
+            parts = [p for p in ast.literal_eval(scopes) if p]
+        except (ValueError, SyntaxError):
+            parts = []
+        if len(parts) > 1:
+            return ".".join(parts[:-1])   # the last scope is the aten op itself
+    if node.name.startswith("/") and node.name.count("/") > 1:
+        return ".".join(node.name.strip("/").split("/")[:-1])
+    for i in node.input[1:2]:
+        if i in initializers:
+            return i.rsplit(".", 1)[0]
+    return node.name
+
+
+def quantizable_layers(model: Any) -> dict[str, list[str]]:
+    """{source layer: [ONNX node names]} for the ops the Q/DQ quantizer makes int8, in graph order."""
+    inits = {t.name for t in model.graph.initializer}
+    out: dict[str, list[str]] = {}
+    for n in model.graph.node:
+        if n.op_type in QUANTIZABLE:
+            out.setdefault(layer_of(n, inits), []).append(n.name)
+    return out
+
+
+def nodes_for_layers(model: Any, layers: Iterable[str]) -> list[str]:
+    """ONNX node names of the given source layers; an unknown name is a one-line error."""
+    from host.quantize.base import QuantizeError
+
+    table = quantizable_layers(model)
+    nodes: list[str] = []
+    for name in layers:
+        if name not in table:
+            raise QuantizeError(f"no quantizable layer {name!r} in the ONNX graph "
+                                f"(known: {', '.join(list(table)[:8])}{', ...' if len(table) > 8 else ''})")
+        nodes += table[name]
+    return nodes
