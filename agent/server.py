@@ -236,6 +236,47 @@ class AgentServicer(pb_grpc.AgentServicer):
                     worker.close()
                 self.device.release()
 
+    def Profile(self, request, context) -> Iterator[pb.ProfileEvent]:
+        """A separate profiled run in its own worker (never inside a Benchmark), streamed: started, ops, summary."""
+        from agent.profile_run import worker_profile
+
+        o = request.options
+        try:
+            check_run_options(o, self.limits, os.cpu_count() or 1)
+        except LimitError as e:
+            yield pb.ProfileEvent(error=pb.Error(code="bad-input", message=str(e)))
+            return
+        with self._slot(context, "Profile"):
+            try:
+                self._lock_device(f"Profile of {request.sha256[:12]}", context)
+            except LimitError as e:
+                yield pb.ProfileEvent(error=pb.Error(code="busy" if isinstance(e, DeviceBusy) else "cancelled",
+                                                     message=str(e)))
+                return
+            worker = None
+            try:
+                worker, info = self._open_worker(request.sha256, o, context)
+                yield pb.ProfileEvent(started=pb.Started(
+                    runtime=info["runtime"], runtime_version=str(info["describe"].get("version", "")),
+                    delegate=str(info["describe"].get("delegate", "")), env_json=json.dumps(info["env_before"]),
+                    load_ms=info["load_ms"], import_ms=info["import_ms"],
+                    describe_json=json.dumps(info["describe"], default=str)))
+                feeds = [{t.name: from_proto(t) for t in request.inputs}] if request.inputs else None
+                prof = worker_profile(worker, feeds, o.seed or 0, request.runs or 10, o.deadline_s or 600)
+                for op in prof["ops"]:
+                    yield pb.ProfileEvent(op=pb.OpProfile(**op))
+                yield pb.ProfileEvent(summary=pb.ProfileSummary(
+                    profiler=prof.get("profiler", ""), runs=prof["runs"], run_totals_ms=prof["run_totals_ms"],
+                    unprofiled_ms=prof["unprofiled_ms"], ops=len(prof["ops"])))
+            except (RunnerError, StoreError) as e:
+                yield pb.ProfileEvent(error=pb.Error(code=e.code, message=e.message))
+            except ValueError as e:
+                yield pb.ProfileEvent(error=pb.Error(code="bad-input", message=str(e)))
+            finally:
+                if worker:
+                    worker.close()
+                self.device.release()
+
     def Infer(self, request_iterator, context) -> Iterator[pb.InferResponse]:
         with self._slot(context, "Infer"):
             # a client that sends one request and then nothing would hold the device forever: idle timeout

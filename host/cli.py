@@ -26,7 +26,9 @@ COMMANDS = {
     "noise": "measure a device's noise floor on a fixed reference workload (shown in reports)",
     "agent": "start, stop, inspect the agent on a target",
     "zoo": "reference models: list, train, export",
+    "tls": "the project CA and mutual-TLS certificates for agents reached without a tunnel",
     "analyze": "per-layer int8 error vs FP32 and sensitivity ranking, per platform",
+    "profile": "per-operator profile on the device with the runtime's own profiler; --compare two artifacts",
 }
 
 

@@ -291,6 +291,44 @@ class AgentClient:
             raise AgentError("benchmark stream ended without a summary")
         return result
 
+    def profile(self, sha256: str, options: pb.RunOptions, runs: int = 10,
+                inputs: Optional[dict[str, np.ndarray]] = None, on_event: Optional[Callable[[str, Any], None]] = None,
+                timeout: Optional[float] = None) -> dict[str, Any]:
+        """A profiled run with the runtime's own per-op profiler: {started, ops, summary}. What arrived is kept if
+        the stream breaks (`incomplete` names why, `summary` may be None); an error event raises AgentError
+        (code "profile-unavailable" when the runtime has no profiler)."""
+        req = pb.ProfileRequest(sha256=sha256, options=options, runs=runs,
+                                inputs=[to_proto(k, v) for k, v in (inputs or {}).items()])
+        result: dict[str, Any] = {"started": None, "ops": [], "summary": None}
+        try:
+            for ev in self.stub.Profile(req, timeout=timeout or 600):
+                kind = ev.WhichOneof("event")
+                if kind == "started":
+                    s = ev.started
+                    result["started"] = {"runtime": s.runtime, "runtime_version": s.runtime_version,
+                                         "delegate": s.delegate, "load_ms": s.load_ms,
+                                         "describe": json.loads(s.describe_json or "{}")}
+                elif kind == "op":
+                    o = ev.op
+                    result["ops"].append({"index": o.index, "name": o.name, "op_type": o.op_type,
+                                          "precision": o.precision, "backend": o.backend, "times_ms": list(o.times_ms)})
+                elif kind == "summary":
+                    m = ev.summary
+                    result["summary"] = {"profiler": m.profiler, "runs": m.runs, "run_totals_ms": list(m.run_totals_ms),
+                                         "unprofiled_ms": list(m.unprofiled_ms), "ops": m.ops}
+                else:
+                    raise AgentError(ev.error.message, ev.error.code)
+                if on_event:
+                    on_event(kind, result)
+        except grpc.RpcError as e:
+            err = _rpc_error(self.address, e, "profile")
+            if not result["ops"]:
+                raise err from e
+            result["incomplete"] = str(err)
+        if result["summary"] is None and "incomplete" not in result:
+            raise AgentError("profile stream ended without a summary")
+        return result
+
     def infer(self, sha256: str, feeds: Iterable[dict[str, np.ndarray]], options: Optional[pb.RunOptions] = None,
               timeout: float = 3600.0, runtime: Optional[dict[str, str]] = None
               ) -> Iterator[tuple[dict[str, np.ndarray], float]]:

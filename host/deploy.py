@@ -56,6 +56,8 @@ class RunSettings:
     preprocess: Optional[str] = None     # image-folder preprocessing for `data` (Preprocess.parse)
     seed: int = 0
     inputs: Optional[dict[str, Any]] = None   # user tensors instead of random inputs
+    profile: bool = False                # after the measurement, a separate per-op profiled run (host.profile)
+    profile_runs: int = 10
 
     def effective_threads(self, target: Target) -> int:
         # One thread unless asked: all-core runs on a shared or big.LITTLE device are the noisiest numbers there are.
@@ -195,6 +197,16 @@ def _run_target(client: AgentClient, target: Target, artifacts: list[Artifact], 
                 "the pipeline correct, not the speed of the device")
         rec["push"] = pushes[i]
         rec["id"] = store.add_benchmark(rec)
+        if settings.profile:  # its own run after every repetition: profiling perturbs timing
+            from host.profile import profile_artifact
+
+            try:
+                rec["profile"] = profile_artifact(client, target, art, settings.run_options(target),
+                                                  settings.profile_runs, store, log, settings.inputs,
+                                                  settings.timeout or None, benchmark=rec)
+            except AgentError as e:
+                log(f"{prefix} {art.path.name}: profile error: {e}")
+                rec["profile"] = {"status": f"error: {e}", "ops": [], "flags": []}
         if dataset is not None:
             from host.eval import evaluate  # heavy (torch/tf for the reference); only when asked
 

@@ -69,6 +69,11 @@ class AgentStub:
                 request_serializer=protos_dot_edge__agent__pb2.InferRequest.SerializeToString,
                 response_deserializer=protos_dot_edge__agent__pb2.InferResponse.FromString,
                 _registered_method=True)
+        self.Profile = channel.unary_stream(
+                '/edgeagent.v1.Agent/Profile',
+                request_serializer=protos_dot_edge__agent__pb2.ProfileRequest.SerializeToString,
+                response_deserializer=protos_dot_edge__agent__pb2.ProfileEvent.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -122,6 +127,14 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Profile(self, request, context):
+        """A separate profiled run with the runtime's own per-op profiler (never inside a Benchmark's steady
+        state): started, one OpProfile per op, then a summary; "profile-unavailable" says why in one line.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +172,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.Infer,
                     request_deserializer=protos_dot_edge__agent__pb2.InferRequest.FromString,
                     response_serializer=protos_dot_edge__agent__pb2.InferResponse.SerializeToString,
+            ),
+            'Profile': grpc.unary_stream_rpc_method_handler(
+                    servicer.Profile,
+                    request_deserializer=protos_dot_edge__agent__pb2.ProfileRequest.FromString,
+                    response_serializer=protos_dot_edge__agent__pb2.ProfileEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +368,33 @@ class Agent:
             '/edgeagent.v1.Agent/Infer',
             protos_dot_edge__agent__pb2.InferRequest.SerializeToString,
             protos_dot_edge__agent__pb2.InferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Profile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/edgeagent.v1.Agent/Profile',
+            protos_dot_edge__agent__pb2.ProfileRequest.SerializeToString,
+            protos_dot_edge__agent__pb2.ProfileEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -154,6 +154,32 @@ class ExecuTorchRunner(Runner):
                                     if b.encode() in data]
         return self._delegate_names
 
+    def profile(self, feed: dict[str, np.ndarray], runs: int) -> dict[str, Any]:
+        """ExecuTorch's ETDump: the program loaded a second time with event tracing on (the measured one runs
+        without it), one warm-up run dropped, the dump read here with the devtools' flatcc reader."""
+        import tempfile
+        from pathlib import Path
+
+        from executorch.devtools.etdump.serialize import deserialize_from_etdump_flatcc
+        from executorch.runtime import Runtime
+
+        from agent.runtimes.profiling import ProfileUnavailable, parse_etdump_runs
+
+        program = Runtime.get().load_program(self._path, enable_etdump=True)
+        method = program.load_method(self._method_name)
+        arrays = [self._from_numpy(feed[n] if n in feed else a) for n, a in zip(self._in_names, feed.values())]
+        for _ in range(runs + 1):
+            method.execute(arrays)
+        with tempfile.TemporaryDirectory(prefix="etdump-") as tmp:
+            dump = Path(tmp) / "run.etdp"
+            program.write_etdump_result_to_file(str(dump), str(Path(tmp) / "debug.bin"))
+            if not dump.exists():
+                raise ProfileUnavailable(self.name, "this executorch build wrote no ETDump (built without event tracer)")
+            etdump = deserialize_from_etdump_flatcc(dump.read_bytes())
+        blocks = [b for b in etdump.run_data if b.name == "Execute"][1:]  # the first execute is the warm-up
+        out = parse_etdump_runs(blocks)
+        return out | {"profiler": f"executorch {self.describe()['version']} ETDump (portable kernels + delegate events)"}
+
     def close(self) -> None:
         self._method = None
         self._program = None

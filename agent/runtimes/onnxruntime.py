@@ -87,8 +87,25 @@ class OnnxRuntimeRunner(Runner):
             raise RunnerError("runtime-missing",
                               f"onnxruntime is not installed ({e}): pip install 'edgebench[onnx]'") from e
         self._ort = ort
+        providers = choose_providers(options.runtime_options.get("provider", "auto"), ort.get_available_providers())
+        self._path, self._options = path, options
+        so = self._session_options(options)
+        try:
+            self._sess = ort.InferenceSession(path, sess_options=so, providers=providers)
+        except Exception as e:  # ORT raises its own Fail/InvalidGraph/InvalidProtobuf classes
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RunnerError("load-failed", f"onnxruntime could not load {path}: {first}") from e
+        quant = _manifest_quant(options.manifest or {})
+        self._in_specs = [ort_spec(a, quant) for a in self._sess.get_inputs()]
+        self._out_specs = [ort_spec(a, quant) for a in self._sess.get_outputs()]
+        self._in_names = [s.name for s in self._in_specs]
+        self._out_names = [s.name for s in self._out_specs]
+        self._providers = list(self._sess.get_providers())
+        self._run = self._sess.run
+
+    def _session_options(self, options: RunnerOptions) -> Any:
+        ort = self._ort
         ro = options.runtime_options
-        providers = choose_providers(ro.get("provider", "auto"), ort.get_available_providers())
         so = ort.SessionOptions()
         self._threads = int(options.threads or 0)
         if self._threads > 0:
@@ -105,18 +122,29 @@ class OnnxRuntimeRunner(Runner):
         if ro.get("spin", "").strip().lower() in ("0", "false", "off", "no"):
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3  # warnings about unused initializers are noise on a device console
-        try:
-            self._sess = ort.InferenceSession(path, sess_options=so, providers=providers)
-        except Exception as e:  # ORT raises its own Fail/InvalidGraph/InvalidProtobuf classes
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise RunnerError("load-failed", f"onnxruntime could not load {path}: {first}") from e
-        quant = _manifest_quant(options.manifest or {})
-        self._in_specs = [ort_spec(a, quant) for a in self._sess.get_inputs()]
-        self._out_specs = [ort_spec(a, quant) for a in self._sess.get_outputs()]
-        self._in_names = [s.name for s in self._in_specs]
-        self._out_names = [s.name for s in self._out_specs]
-        self._providers = list(self._sess.get_providers())
-        self._run = self._sess.run
+        return so
+
+    def profile(self, feed: dict[str, np.ndarray], runs: int) -> dict[str, Any]:
+        """ONNX Runtime's session profiler on a second session of the same model and settings (profiling is a
+        session option, so the measured session is never touched); one warm-up run is dropped."""
+        import json
+        import tempfile
+
+        from agent.runtimes.profiling import parse_ort_trace
+
+        with tempfile.TemporaryDirectory(prefix="ort-profile-") as tmp:
+            so = self._session_options(self._options)
+            so.enable_profiling = True
+            so.profile_file_prefix = f"{tmp}/ort"
+            sess = self._ort.InferenceSession(self._path, sess_options=so, providers=self._providers)
+            names = [a.name for a in sess.get_inputs()]
+            arrays = dict(zip(names, feed.values())) if set(feed) != set(names) else feed
+            for _ in range(runs + 1):
+                sess.run(self._out_names, arrays)
+            with open(sess.end_profiling()) as f:
+                trace = json.load(f)
+        out = parse_ort_trace(trace, skip_runs=1)
+        return out | {"profiler": f"onnxruntime {self._ort.__version__} session profiling (per kernel)"}
 
     def input_specs(self) -> list[TensorSpec]:
         return list(self._in_specs)

@@ -174,6 +174,15 @@ class _InterpreterRunner(Runner):
         self._set = self._get = self._invoke = None
 
 
+    def profile(self, feed: dict[str, np.ndarray], runs: int) -> dict[str, Any]:
+        # The op profiler (benchmark_model --enable_op_profiling) lives in the C++ benchmark tool; the Python
+        # Interpreter of all three distributions has no profiler method or option, so nothing per-op is measured.
+        from agent.runtimes.profiling import ProfileUnavailable
+
+        raise ProfileUnavailable(self.name, "the Python Interpreter exposes no op profiler (only the C++ "
+                                 "benchmark_model --enable_op_profiling has one); no per-op times were measured")
+
+
 class LiteRTRunner(_InterpreterRunner):
     name = "litert"
 

@@ -149,5 +149,22 @@ class TorchMobileRunner(Runner):
             "quantized_engine": str(torch.backends.quantized.engine) if torch else "",
         }
 
+    def profile(self, feed: dict[str, np.ndarray], runs: int) -> dict[str, Any]:
+        """torch.autograd.profiler around the lite interpreter / TorchScript module: the dispatcher records every
+        top-level aten/quantized op of each run (each run wrapped in a record_function so ops group by run).
+        Names are the op's position in the run: neither format keeps source module paths at run time."""
+        from agent.runtimes.profiling import ProfileUnavailable, parse_torch_events
+
+        torch = self._torch
+        arrays = [self._from_numpy(feed[n] if n in feed else a) for n, a in zip(self._in_names or feed, feed.values())]
+        with torch.autograd.profiler.profile() as prof, self._no_grad():
+            for i in range(runs + 1):
+                with torch.autograd.profiler.record_function(f"edgebench_run_{i}"):
+                    self._module(*arrays)
+        out = parse_torch_events(prof.function_events, "edgebench_run_", skip_runs=1)
+        if not out["ops"]:
+            raise ProfileUnavailable(self.name, f"torch's profiler recorded no ops inside the {self._kind} module")
+        return out | {"profiler": f"torch {torch.__version__} autograd profiler ({self._kind}, dispatcher ops)"}
+
     def close(self) -> None:
         self._module = None

@@ -14,7 +14,7 @@ JSON_KEYS = ("artifact", "sha256", "target", "model_name", "platform", "method",
              "runtime", "delegate", "threads", "runs", "duration_s", "stop_reason", "latency_ms", "phases_ms", "repeats",
              "between", "repetitions", "schedule", "inputs", "input",
              "peak_rss_mb", "peak_rss_load_mb", "env_before", "env_after", "flags", "push", "eval", "id", "incomplete",
-             "error")
+             "error", "profile")
 
 
 def register(sub: argparse._SubParsersAction, help_: str) -> None:
@@ -58,6 +58,10 @@ def register(sub: argparse._SubParsersAction, help_: str) -> None:
     p.add_argument("--data", help="also measure accuracy on the device with this dataset (see host eval)")
     p.add_argument("--data-limit", type=int, default=1000, help="samples used by --data")
     p.add_argument("--preprocess", metavar="SPEC", help="preprocessing of image-folder --data (see host eval)")
+    p.add_argument("--profile", action="store_true",
+                   help="after the measurement, a separate run with the runtime's own per-op profiler (see host "
+                        "profile); stored beside the benchmark")
+    p.add_argument("--profile-runs", type=int, default=d.profile_runs, help="profiled runs with --profile")
     add_db(p)
     add_json(p)
     p.set_defaults(func=run)
@@ -99,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
                            target_ci=args.target_ci / 100.0, runtime=args.runtime, runtime_options=opts,
                            timeout=args.timeout, data=args.data, data_limit=args.data_limit, seed=args.seed,
                            preprocess=args.preprocess,
-                           inputs=load_inputs(args.inputs) if args.inputs else None)
+                           inputs=load_inputs(args.inputs) if args.inputs else None,
+                           profile=args.profile, profile_runs=args.profile_runs)
+    if not 1 <= args.profile_runs <= 1000:
+        raise UserError(f"--profile-runs must be between 1 and 1000, got {args.profile_runs}")
     store = ResultStore(db_path(args))
     results = deploy(targets, artifacts, settings, store)
     if args.json:
@@ -119,6 +126,13 @@ def run(args: argparse.Namespace) -> int:
                          ",".join(r["flags"]) or "-"])
         print_table(rows, ["target", "artifact", "runtime", "reps", "runs", "p50 ms", "between-run CI",
                            "within-run CI", "cv", "p90 ms", "RSS MB", "flags"])
+        if args.profile:
+            from host.commands.profile import print_profile
+
+            for r in results:
+                if r.get("profile"):
+                    print()
+                    print_profile(r["profile"] | {"artifact": r["artifact"], "target": r["target"]}, top=10)
         print(f"results stored in {store.path}")
     failed = any("error" in r or r.get("incomplete") or "error" in (r.get("eval") or {}) for r in results)
     return 1 if failed else 0

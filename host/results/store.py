@@ -30,7 +30,11 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 INSERT OR IGNORE INTO meta VALUES ('schema', 'edgebench.results/1');
 CREATE TABLE IF NOT EXISTS noise (
   id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL, target TEXT, cv REAL, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS profiles (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL, target TEXT, sha256 TEXT, model_name TEXT,
+  platform TEXT, method TEXT, precision TEXT, runtime TEXT, benchmark_id INTEGER, record TEXT NOT NULL);
 """
+# `profiles` (issue 12) is created by the CREATE ... IF NOT EXISTS above on any older database: no other migration.
 # Columns added after schema 1 (repetitions, issue 17): a database written before them is migrated in
 # place by adding what is missing; old rows keep NULL there and their records read as one repetition.
 _ADDED_BENCH_COLUMNS = {"repeats": "INTEGER", "schedule_id": "TEXT", "cv": "REAL"}
@@ -102,6 +106,13 @@ class ResultStore:
     def noise(self, target: Optional[str | list[str]] = None) -> list[dict[str, Any]]:
         """Noise-floor records, oldest first (the report uses the latest per target)."""
         return self._query("noise", target, None)
+
+    def add_profile(self, rec: dict[str, Any]) -> int:
+        """A per-operator profile (host.profile), tied to the benchmark record it followed when there is one."""
+        return self._add("profiles", rec, {"benchmark_id": rec.get("benchmark_id")})
+
+    def profiles(self, target=None, model=None, sha256=None) -> list[dict[str, Any]]:
+        return self._query("profiles", target, model, sha256)
 
     def add_eval(self, rec: dict[str, Any]) -> int:
         return self._add("evals", rec)

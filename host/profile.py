@@ -1,0 +1,159 @@
+"""Per-operator profile records: what the device's profiler measured, reduced to one row per op, and the
+op-by-op comparison of two artifacts (fp32 vs int8 of one model, or one artifact on two devices).
+
+Every time here is a median of measured per-run times; shares are of the sum of the op medians, so they
+add to 1 over what the profiler saw; `coverage` (that sum over the profiled run total) says how much of a
+run the profiler's ops account for, and `overhead` (profiled total over the unprofiled median of the same
+feed just before) how much the profiler itself slowed the run.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from difflib import SequenceMatcher
+from typing import Any, Callable, Optional
+
+from host.artifacts import Artifact
+from host.client import AgentClient, AgentError
+from host.targets import Target
+
+Log = Callable[[str], None]
+
+
+def _median(xs: list[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def build_record(target: Target, art: Artifact, res: dict[str, Any]) -> dict[str, Any]:
+    """The stored record of one profiled run (AgentClient.profile's result)."""
+    m = art.manifest
+    summary = res.get("summary") or {}
+    ops = []
+    for op in res["ops"]:
+        ops.append({k: op[k] for k in ("index", "name", "op_type", "precision", "backend")}
+                   | {"median_ms": _median(op["times_ms"]), "runs_seen": len(op["times_ms"]), "times_ms": op["times_ms"]})
+    op_sum = sum(o["median_ms"] for o in ops)
+    for o in ops:
+        o["share"] = o["median_ms"] / op_sum if op_sum > 0 else float("nan")
+    total = _median(summary.get("run_totals_ms") or [])
+    unprofiled = _median(summary.get("unprofiled_ms") or [])
+    started = res.get("started") or {}
+    rec = {"target": target.name, "artifact": art.path.name, "sha256": m.sha256, "model_name": m.model_name,
+           "platform": m.platform, "method": m.method, "precision": m.precision,
+           "runtime": {"name": started.get("runtime", ""), "version": started.get("runtime_version", ""),
+                       "delegate": started.get("delegate", "")},
+           "status": "ok", "profiler": summary.get("profiler", ""), "runs": summary.get("runs", 0),
+           "ops": ops, "op_sum_ms": op_sum, "profiled_total_ms": total, "unprofiled_p50_ms": unprofiled,
+           "coverage": op_sum / total if total and total == total else float("nan"),
+           "overhead": total / unprofiled if unprofiled and unprofiled == unprofiled else float("nan"),
+           "run_totals_ms": summary.get("run_totals_ms", []), "unprofiled_ms": summary.get("unprofiled_ms", []),
+           "flags": []}
+    if res.get("incomplete"):
+        rec["flags"].append(f"incomplete(link lost after {len(ops)} ops: {res['incomplete']})")
+    return rec
+
+
+def unavailable_record(target: Target, art: Artifact, message: str) -> dict[str, Any]:
+    m = art.manifest
+    return {"target": target.name, "artifact": art.path.name, "sha256": m.sha256, "model_name": m.model_name,
+            "platform": m.platform, "method": m.method, "precision": m.precision, "runtime": {},
+            "status": message, "ops": [], "flags": []}
+
+
+def profile_artifact(client: AgentClient, target: Target, art: Artifact, options: Any, runs: int,
+                     store: Any, log: Log, inputs: Optional[dict] = None, timeout: Optional[float] = None,
+                     benchmark: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """One profiled run on the device, stored; a runtime without a profiler gives a record saying so.
+    `benchmark`: the stored benchmark record this run follows (deploy --profile), linked by id, and its
+    steady-state median kept beside the profiled total."""
+    prefix = f"[{target.name}] {art.path.name}"
+    t0 = time.monotonic()
+    try:
+        res = client.profile(art.manifest.sha256, options, runs=runs, inputs=inputs, timeout=timeout)
+    except AgentError as e:
+        if e.code != "profile-unavailable":
+            raise
+        log(f"{prefix}: profile {e}")
+        rec = unavailable_record(target, art, str(e))
+    else:
+        rec = build_record(target, art, res)
+        log(f"{prefix}: profiled {rec['runs']} runs, {len(rec['ops'])} ops in {time.monotonic() - t0:.1f} s "
+            f"({rec['profiler']})")
+    if benchmark is not None:
+        rec["benchmark_id"] = benchmark.get("id")
+        rec["steady_p50_ms"] = (benchmark.get("latency_ms") or {}).get("p50")
+    rec["id"] = store.add_profile(rec)
+    return rec
+
+
+# ---- comparing two profiles op by op ---------------------------------------------------------------
+_SUFFIXES = re.compile(r"(_quant|_nchwc|_output_0|_token_\d+|_kernel_time|\s*\[instr \d+\])+$")
+
+
+def _source_name(name: str) -> str:
+    """A layer's source name as both artifacts may carry it (ONNX node names are torch module paths;
+    ORT's fusions and QDQ rewrites append suffixes)."""
+    return _SUFFIXES.sub("", name)
+
+
+def op_family(op_type: str) -> str:
+    """QLinearConv / ConvInteger / Conv -> conv; "Convolution (NHWC, QS8) IGEMM" -> convolution igemm."""
+    t = re.sub(r"\([^)]*\)", "", op_type).lower()
+    t = re.sub(r"^(aten::|quantized::|qlinear|q(?=gemm))", "", t)
+    t = re.sub(r"(integer|tofloat|_relu|relu)$", "", t)
+    t = {"fusedconv": "conv", "matmul": "gemm", "linear": "gemm", "conv2d": "conv", "addmm": "gemm",
+         "fully connected gemm": "gemm", "convolution": "conv"}.get(" ".join(t.split()), " ".join(t.split()))
+    return t
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Line two profiles up op by op: first by source name (unique on both sides), the rest in order by op
+    family (difflib alignment); ops only one side has (QuantizeLinear, layout transposes) stand alone."""
+    ops_a, ops_b = a["ops"], b["ops"]
+    pairs: list[tuple[Optional[int], Optional[int], str]] = []
+    names_a = [_source_name(o["name"]) for o in ops_a]
+    names_b = [_source_name(o["name"]) for o in ops_b]
+    unique_b = {n: j for j, n in enumerate(names_b) if names_b.count(n) == 1}
+    matched_a, matched_b = set(), set()
+    for i, n in enumerate(names_a):
+        if names_a.count(n) == 1 and n in unique_b:
+            pairs.append((i, unique_b[n], "name"))
+            matched_a.add(i)
+            matched_b.add(unique_b[n])
+    rest_a = [i for i in range(len(ops_a)) if i not in matched_a]
+    rest_b = [j for j in range(len(ops_b)) if j not in matched_b]
+    sm = SequenceMatcher(None, [op_family(ops_a[i]["op_type"]) for i in rest_a],
+                         [op_family(ops_b[j]["op_type"]) for j in rest_b], autojunk=False)
+    for tag, i1, i2, j1, j2 in sm.get_opcodes():
+        if tag == "equal":
+            pairs += [(rest_a[i1 + k], rest_b[j1 + k], "order+type") for k in range(i2 - i1)]
+        else:
+            pairs += [(rest_a[i], None, "") for i in range(i1, i2)] + [(None, rest_b[j], "") for j in range(j1, j2)]
+    pairs.sort(key=lambda p: (ops_a[p[0]]["index"] if p[0] is not None else float("inf"),
+                              ops_b[p[1]]["index"] if p[1] is not None else -1))
+    rows = []
+    for i, j, how in pairs:
+        oa = ops_a[i] if i is not None else None
+        ob = ops_b[j] if j is not None else None
+        ratio = ob["median_ms"] / oa["median_ms"] if oa and ob and oa["median_ms"] > 0 else float("nan")
+        rows.append({"match": how or ("only A" if oa else "only B"),
+                     "a": _brief(oa), "b": _brief(ob), "ratio": ratio,
+                     "slower": bool(ratio == ratio and ratio > 1.0)})
+    total_a, total_b = a.get("op_sum_ms", float("nan")), b.get("op_sum_ms", float("nan"))
+    return {"a": _head(a), "b": _head(b), "rows": rows,
+            "total_ratio": total_b / total_a if total_a else float("nan"),
+            "slower_in_b": [r for r in rows if r["slower"]],
+            "only_b_ms": sum(r["b"]["median_ms"] for r in rows if r["match"] == "only B")}
+
+
+def _brief(op: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    if op is None:
+        return None
+    return {k: op[k] for k in ("name", "op_type", "precision", "backend", "median_ms", "share")}
+
+
+def _head(p: dict[str, Any]) -> dict[str, Any]:
+    return {k: p.get(k) for k in ("artifact", "target", "precision", "runtime", "profiler", "op_sum_ms",
+                                  "profiled_total_ms", "unprofiled_p50_ms", "coverage", "overhead", "id")}
