@@ -1,6 +1,6 @@
 """A project CA and the certificates for mutual TLS between the host and agents reached without a tunnel.
 
-    python -m host.tls init DIR --agent NAME [--ip 192.0.2.7] [--days 825]
+    host tls init DIR --agent NAME [--ip 192.0.2.7] [--days 825]     (or python -m host.tls init ...)
 
 writes DIR/ca.pem + ca.key (keep the key on the host), DIR/host.pem + host.key (the host's client
 certificate), DIR/agent-NAME.pem + .key (copy to the device) and DIR/agent-NAME.secret (the agent's call
@@ -10,7 +10,6 @@ secret, copy beside them: `agent serve --auth-file`). Keys are written 0600. Use
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import ipaddress
 import os
@@ -18,8 +17,6 @@ import secrets
 import sys
 from pathlib import Path
 from typing import Any, Optional
-
-from host.quiet import user_err
 
 
 def _crypto() -> Any:
@@ -105,24 +102,10 @@ def init(out: Path, agent: str, ips: tuple[str, ...] = (), days: int = 825) -> d
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m host.tls", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    i = sub.add_parser("init", help="make (or reuse) the project CA and certificates for one agent")
-    i.add_argument("dir", type=Path)
-    i.add_argument("--agent", required=True, help="the agent's name (its certificate's DNS name; the target's tls_name)")
-    i.add_argument("--ip", action="append", default=[], help="an IP address the host dials the agent at")
-    i.add_argument("--days", type=int, default=825)
-    a = p.parse_args(argv)
-    try:
-        files = init(a.dir, a.agent, tuple(a.ip), a.days)
-    except (OSError, ValueError) as e:
-        print(f"host tls: error: {e}", file=user_err())
-        return 2
-    for k, v in files.items():
-        print(f"{k:<11} {v}")
-    print(f"on the device: agent serve --listen 0.0.0.0:50051 --tls-cert agent-{a.agent}.pem --tls-key "
-          f"agent-{a.agent}.key --tls-ca ca.pem --auth-file agent-{a.agent}.secret")
-    return 0
+    """`python -m host.tls ...` is `host tls ...` (host/commands/tls.py)."""
+    from host.cli import main as host_main
+
+    return host_main(["tls", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

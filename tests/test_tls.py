@@ -4,6 +4,9 @@ by host.tls (cryptography); the right CA and name get in, a wrong CA or an expir
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +92,15 @@ def test_tcp_target_missing_files_is_one_line(pki):
 
     with pytest.raises(TransportError, match="needs tls_ca, tls_cert, tls_key, secret_file"):
         open_transport(Target(name="x", transport="tcp", kind="linux", host="127.0.0.1"))
+
+
+def test_host_tls_init_is_a_host_command(tmp_path, capsys):
+    """The CLI makes the CA, the host and agent certificates and the secret, keys private."""
+    from host.cli import main
+
+    assert main(["tls", "init", str(tmp_path / "pki"), "--agent", "lab-pi", "--ip", "192.0.2.7", "--json"]) == 0
+    files = json.loads(capsys.readouterr().out)
+    for k in ("ca", "host_cert", "host_key", "agent_cert", "agent_key", "secret"):
+        assert Path(files[k]).is_file(), k
+    assert os.stat(files["agent_key"]).st_mode & 0o077 == 0 and os.stat(files["secret"]).st_mode & 0o077 == 0
+    assert main(["tls", "init", str(tmp_path / "pki"), "--agent", "x", "--days", "0"]) == 2
