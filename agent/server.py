@@ -267,7 +267,8 @@ class AgentServicer(pb_grpc.AgentServicer):
                     yield pb.ProfileEvent(op=pb.OpProfile(**op))
                 yield pb.ProfileEvent(summary=pb.ProfileSummary(
                     profiler=prof.get("profiler", ""), runs=prof["runs"], run_totals_ms=prof["run_totals_ms"],
-                    unprofiled_ms=prof["unprofiled_ms"], ops=len(prof["ops"])))
+                    unprofiled_ms=prof["unprofiled_ms"], ops=len(prof["ops"]),
+                    profiled_wall_ms=prof.get("wall_ms", [])))
             except (RunnerError, StoreError) as e:
                 yield pb.ProfileEvent(error=pb.Error(code=e.code, message=e.message))
             except ValueError as e:

@@ -315,7 +315,8 @@ class AgentClient:
                 elif kind == "summary":
                     m = ev.summary
                     result["summary"] = {"profiler": m.profiler, "runs": m.runs, "run_totals_ms": list(m.run_totals_ms),
-                                         "unprofiled_ms": list(m.unprofiled_ms), "ops": m.ops}
+                                         "unprofiled_ms": list(m.unprofiled_ms), "ops": m.ops,
+                                         "profiled_wall_ms": list(m.profiled_wall_ms)}
                 else:
                     raise AgentError(ev.error.message, ev.error.code)
                 if on_event:

@@ -3,8 +3,8 @@ op-by-op comparison of two artifacts (fp32 vs int8 of one model, or one artifact
 
 Every time here is a median of measured per-run times; shares are of the sum of the op medians, so they
 add to 1 over what the profiler saw; `coverage` (that sum over the profiled run total) says how much of a
-run the profiler's ops account for, and `overhead` (profiled total over the unprofiled median of the same
-feed just before) how much the profiler itself slowed the run.
+run the profiler's ops account for, and `overhead` (the profiled runs over unprofiled runs of the same feed
+just before, both timed around the runtime's call) how much the profiler itself slowed the run.
 """
 
 from __future__ import annotations
@@ -39,6 +39,11 @@ def build_record(target: Target, art: Artifact, res: dict[str, Any]) -> dict[str
         o["share"] = o["median_ms"] / op_sum if op_sum > 0 else float("nan")
     total = _median(summary.get("run_totals_ms") or [])
     unprofiled = _median(summary.get("unprofiled_ms") or [])
+    wall = _median(summary.get("profiled_wall_ms") or [])
+    # an int8 artifact's ops that ran in float (a quantizer skipped them, or a runtime dequantized around them)
+    if any(o["precision"] == "int8" for o in ops):
+        for o in ops:
+            o["stayed_float"] = o["precision"] in ("fp32", "fp16")
     started = res.get("started") or {}
     rec = {"target": target.name, "artifact": art.path.name, "sha256": m.sha256, "model_name": m.model_name,
            "platform": m.platform, "method": m.method, "precision": m.precision,
@@ -47,8 +52,10 @@ def build_record(target: Target, art: Artifact, res: dict[str, Any]) -> dict[str
            "status": "ok", "profiler": summary.get("profiler", ""), "runs": summary.get("runs", 0),
            "ops": ops, "op_sum_ms": op_sum, "profiled_total_ms": total, "unprofiled_p50_ms": unprofiled,
            "coverage": op_sum / total if total and total == total else float("nan"),
-           "overhead": total / unprofiled if unprofiled and unprofiled == unprofiled else float("nan"),
+           "profiled_wall_p50_ms": wall,
+           "overhead": wall / unprofiled if unprofiled and unprofiled == unprofiled else float("nan"),
            "run_totals_ms": summary.get("run_totals_ms", []), "unprofiled_ms": summary.get("unprofiled_ms", []),
+           "profiled_wall_ms": summary.get("profiled_wall_ms", []),
            "flags": []}
     if res.get("incomplete"):
         rec["flags"].append(f"incomplete(link lost after {len(ops)} ops: {res['incomplete']})")
@@ -131,8 +138,7 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
             pairs += [(rest_a[i1 + k], rest_b[j1 + k], "order+type") for k in range(i2 - i1)]
         else:
             pairs += [(rest_a[i], None, "") for i in range(i1, i2)] + [(None, rest_b[j], "") for j in range(j1, j2)]
-    pairs.sort(key=lambda p: (ops_a[p[0]]["index"] if p[0] is not None else float("inf"),
-                              ops_b[p[1]]["index"] if p[1] is not None else -1))
+    pairs = _in_run_order(pairs, ops_a, ops_b)
     rows = []
     for i, j, how in pairs:
         oa = ops_a[i] if i is not None else None
@@ -148,12 +154,26 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
             "only_b_ms": sum(r["b"]["median_ms"] for r in rows if r["match"] == "only B")}
 
 
+def _in_run_order(pairs: list, ops_a: list, ops_b: list) -> list:
+    """Rows in B's run order; an op only A has goes right after the row of A's op before it."""
+    pos: dict[int, float] = {i: float(ops_b[j]["index"]) for i, j, _ in pairs if i is not None and j is not None}
+    keyed = []
+    for i, j, how in pairs:
+        if j is not None:
+            key = float(ops_b[j]["index"])
+        else:
+            before = [pos[k] for k in pos if ops_a[k]["index"] < ops_a[i]["index"]]
+            key = (max(before) if before else -1.0) + 0.5 + ops_a[i]["index"] * 1e-6
+        keyed.append((key, (i, j, how)))
+    return [p for _, p in sorted(keyed, key=lambda t: t[0])]
+
+
 def _brief(op: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
     if op is None:
         return None
-    return {k: op[k] for k in ("name", "op_type", "precision", "backend", "median_ms", "share")}
+    return {k: op.get(k) for k in ("name", "op_type", "precision", "backend", "median_ms", "share", "stayed_float")}
 
 
 def _head(p: dict[str, Any]) -> dict[str, Any]:
     return {k: p.get(k) for k in ("artifact", "target", "precision", "runtime", "profiler", "op_sum_ms",
-                                  "profiled_total_ms", "unprofiled_p50_ms", "coverage", "overhead", "id")}
+                                  "profiled_total_ms", "profiled_wall_p50_ms", "unprofiled_p50_ms", "coverage", "overhead", "id")}

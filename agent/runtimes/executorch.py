@@ -158,6 +158,7 @@ class ExecuTorchRunner(Runner):
         """ExecuTorch's ETDump: the program loaded a second time with event tracing on (the measured one runs
         without it), one warm-up run dropped, the dump read here with the devtools' flatcc reader."""
         import tempfile
+        import time
         from pathlib import Path
 
         from executorch.devtools.etdump.serialize import deserialize_from_etdump_flatcc
@@ -168,8 +169,11 @@ class ExecuTorchRunner(Runner):
         program = Runtime.get().load_program(self._path, enable_etdump=True)
         method = program.load_method(self._method_name)
         arrays = [self._from_numpy(feed[n] if n in feed else a) for n, a in zip(self._in_names, feed.values())]
+        wall = []
         for _ in range(runs + 1):
+            t0 = time.perf_counter()
             method.execute(arrays)
+            wall.append((time.perf_counter() - t0) * 1e3)
         with tempfile.TemporaryDirectory(prefix="etdump-") as tmp:
             dump = Path(tmp) / "run.etdp"
             program.write_etdump_result_to_file(str(dump), str(Path(tmp) / "debug.bin"))
@@ -178,7 +182,7 @@ class ExecuTorchRunner(Runner):
             etdump = deserialize_from_etdump_flatcc(dump.read_bytes())
         blocks = [b for b in etdump.run_data if b.name == "Execute"][1:]  # the first execute is the warm-up
         out = parse_etdump_runs(blocks)
-        return out | {"profiler": f"executorch {self.describe()['version']} ETDump (portable kernels + delegate events)"}
+        return out | {"wall_ms": wall[1:], "profiler": f"executorch {self.describe()['version']} ETDump (portable kernels + delegate events)"}
 
     def close(self) -> None:
         self._method = None

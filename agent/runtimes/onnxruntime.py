@@ -129,6 +129,7 @@ class OnnxRuntimeRunner(Runner):
         session option, so the measured session is never touched); one warm-up run is dropped."""
         import json
         import tempfile
+        import time
 
         from agent.runtimes.profiling import parse_ort_trace
 
@@ -139,12 +140,15 @@ class OnnxRuntimeRunner(Runner):
             sess = self._ort.InferenceSession(self._path, sess_options=so, providers=self._providers)
             names = [a.name for a in sess.get_inputs()]
             arrays = dict(zip(names, feed.values())) if set(feed) != set(names) else feed
+            wall = []
             for _ in range(runs + 1):
+                t0 = time.perf_counter()
                 sess.run(self._out_names, arrays)
+                wall.append((time.perf_counter() - t0) * 1e3)
             with open(sess.end_profiling()) as f:
                 trace = json.load(f)
         out = parse_ort_trace(trace, skip_runs=1)
-        return out | {"profiler": f"onnxruntime {self._ort.__version__} session profiling (per kernel)"}
+        return out | {"wall_ms": wall[1:], "profiler": f"onnxruntime {self._ort.__version__} session profiling (per kernel)"}
 
     def input_specs(self) -> list[TensorSpec]:
         return list(self._in_specs)

@@ -1,6 +1,7 @@
 """Per-operator profiles from a runtime's own profiler: the optional part of the Runner contract.
 
-    runner.profile(feed, runs) -> {"profiler": str, "ops": [op, ...], "run_totals_ms": [float, ...]}
+    runner.profile(feed, runs) -> {"profiler": str, "ops": [op, ...], "run_totals_ms": [float, ...],
+                                   "wall_ms": [float, ...]}   # the same runs timed around the call, profiler on
     op = {"name", "op_type", "precision", "backend", "times_ms": [one per profiled run], "index"}
 
 A Runner without a profiler either has no `profile` attribute or raises ProfileUnavailable with one

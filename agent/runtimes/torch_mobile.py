@@ -153,18 +153,23 @@ class TorchMobileRunner(Runner):
         """torch.autograd.profiler around the lite interpreter / TorchScript module: the dispatcher records every
         top-level aten/quantized op of each run (each run wrapped in a record_function so ops group by run).
         Names are the op's position in the run: neither format keeps source module paths at run time."""
+        import time
+
         from agent.runtimes.profiling import ProfileUnavailable, parse_torch_events
 
         torch = self._torch
         arrays = [self._from_numpy(feed[n] if n in feed else a) for n, a in zip(self._in_names or feed, feed.values())]
+        wall = []
         with torch.autograd.profiler.profile() as prof, self._no_grad():
             for i in range(runs + 1):
+                t0 = time.perf_counter()
                 with torch.autograd.profiler.record_function(f"edgebench_run_{i}"):
                     self._module(*arrays)
+                wall.append((time.perf_counter() - t0) * 1e3)
         out = parse_torch_events(prof.function_events, "edgebench_run_", skip_runs=1)
         if not out["ops"]:
             raise ProfileUnavailable(self.name, f"torch's profiler recorded no ops inside the {self._kind} module")
-        return out | {"profiler": f"torch {torch.__version__} autograd profiler ({self._kind}, dispatcher ops)"}
+        return out | {"wall_ms": wall[1:], "profiler": f"torch {torch.__version__} autograd profiler ({self._kind}, dispatcher ops)"}
 
     def close(self) -> None:
         self._module = None
