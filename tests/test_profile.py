@@ -196,3 +196,5 @@ def test_trt_parser_on_captured_format():
     assert [(o["op_type"], o["precision"], o["times_ms"]) for o in out["ops"]] == [
         ("CaskConvolution", "int8", [0.12, 0.10]), ("CaskGemm", "fp16", [0.03, 0.05])]
     assert out["run_totals_ms"] == pytest.approx([0.15, 0.15])
+    bare = parse_trt_layers(reports, {"Layers": ["conv1 + relu1", "fc"]})   # an engine built without detail
+    assert [(o["name"], o["op_type"], o["precision"]) for o in bare["ops"]] == [("conv1 + relu1", "", ""), ("fc", "", "")]

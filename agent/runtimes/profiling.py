@@ -178,6 +178,7 @@ def parse_trt_layers(reports: list[list[tuple[str, float]]], layer_info: dict[st
 
     Layer info gives the layer type and precision where the engine was built with detailed verbosity
     ("LayerType", "Outputs"[0]["Format/Datatype"]); without it those fields stay empty."""
+    # without detailed verbosity at build time "Layers" holds bare names: types and precisions stay empty
     info = {str(x.get("Name", "")): x for x in (layer_info.get("Layers") or []) if isinstance(x, dict)}
     ops: dict[str, dict[str, Any]] = {}
     totals = []

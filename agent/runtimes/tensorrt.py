@@ -264,6 +264,43 @@ class TensorRTRunner(Runner):
             self._timings.append(self.last_timings)
         return {spec.name: cu.to_numpy(host) for spec, host, _ in self._out}
 
+    def profile(self, feed: dict[str, np.ndarray], runs: int) -> dict[str, Any]:
+        """UNVERIFIED (as the rest of this module): TensorRT 10's IProfiler on the loaded context, one report per
+        synchronised infer(), plus the engine inspector's layer information (types and precisions only when the
+        engine was built with detailed profiling verbosity; names otherwise). The profiler is detached afterwards."""
+        import json
+        import time
+
+        from agent.runtimes.profiling import parse_trt_layers
+
+        trt = self._trt
+        current: list[tuple[str, float]] = []
+
+        class _Layers(trt.IProfiler):
+            def report_layer_time(self, layer_name: str, ms: float) -> None:
+                current.append((str(layer_name), float(ms)))
+
+        reports, wall = [], []
+        self._context.profiler = _Layers()
+        try:
+            for i in range(runs + 1):
+                current.clear()
+                t0 = time.perf_counter()
+                self.infer(feed)   # synchronises the stream, so this run's layer reports have all arrived
+                wall.append((time.perf_counter() - t0) * 1e3)
+                if i:              # the first is the warm-up
+                    reports.append(list(current))
+        finally:
+            self._context.profiler = None
+        try:
+            inspector = self._engine.create_engine_inspector()
+            inspector.execution_context = self._context
+            info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+        except (AttributeError, RuntimeError, ValueError):
+            info = {}
+        out = parse_trt_layers(reports, info)
+        return out | {"wall_ms": wall[1:], "profiler": f"tensorrt {trt.__version__} IProfiler (unverified)"}
+
     def describe(self) -> dict[str, Any]:
         trt = self._trt
         dla = self._settings.get("dla_core")
