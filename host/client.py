@@ -322,6 +322,9 @@ class AgentClient:
                 if on_event:
                     on_event(kind, result)
         except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.UNIMPLEMENTED:   # an agent from before the Profile call
+                raise AgentError(f"the agent at {self.address} predates per-op profiles: update it (host agent "
+                                 "stop, then deploy again to start the current one)", "unimplemented") from e
             err = _rpc_error(self.address, e, "profile")
             if not result["ops"]:
                 raise err from e

@@ -132,6 +132,22 @@ def test_litert_says_not_available_in_one_line(agent, tmp_path):
     assert store.profiles()[0]["status"] == rec["status"]   # stored too: the record says why there are no ops
 
 
+def test_link_lost_before_any_op_is_an_error_not_an_empty_profile(agent, models):
+    import signal
+
+    art = load_artifact(models["fp32"])
+
+    def on_event(kind, result):
+        if kind == "started":   # the device goes away while the profiled runs are under way
+            os.killpg(agent.proc.pid, signal.SIGKILL)
+
+    with AgentClient(agent.address) as c:
+        c.push(art.path, art.manifest.sha256, art.manifest.format, art.manifest.to_json())
+        with pytest.raises(AgentError) as e:
+            c.profile(art.manifest.sha256, c.run_options(threads=1), runs=1000, on_event=on_event, timeout=30)
+    assert e.value.code == "unavailable"
+
+
 def test_compare_fp32_int8_lines_ops_up(agent, models, tmp_path):
     a, b = _profile(agent, models["fp32"]), _profile(agent, models["int8"])
     _check_numbers(b)
