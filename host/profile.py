@@ -32,7 +32,7 @@ def build_record(target: Target, art: Artifact, res: dict[str, Any]) -> dict[str
     summary = res.get("summary") or {}
     ops = []
     for op in res["ops"]:
-        ops.append({k: op[k] for k in ("index", "name", "op_type", "precision", "backend")}
+        ops.append({k: op[k] for k in ("index", "name", "op_type", "precision", "backend")} | {"source": ""}
                    | {"median_ms": _median(op["times_ms"]), "runs_seen": len(op["times_ms"]), "times_ms": op["times_ms"]})
     op_sum = sum(o["median_ms"] for o in ops)
     for o in ops:
@@ -86,6 +86,7 @@ def profile_artifact(client: AgentClient, target: Target, art: Artifact, options
         rec = unavailable_record(target, art, str(e))
     else:
         rec = build_record(target, art, res)
+        _add_sources(rec, art, log, prefix)
         log(f"{prefix}: profiled {rec['runs']} runs, {len(rec['ops'])} ops in {time.monotonic() - t0:.1f} s "
             f"({rec['profiler']})")
     if benchmark is not None:
@@ -93,6 +94,23 @@ def profile_artifact(client: AgentClient, target: Target, art: Artifact, options
         rec["steady_p50_ms"] = (benchmark.get("latency_ms") or {}).get("p50")
     rec["id"] = store.add_profile(rec)
     return rec
+
+
+def _add_sources(rec: dict[str, Any], art: Artifact, log: Log, prefix: str) -> None:
+    """ExecuTorch rows get their torch module paths from an ETRecord kept beside the artifact, when there is one."""
+    from host.profile_sources import etrecord_for, map_executorch_sources
+
+    path = etrecord_for(art.path)
+    if art.manifest.format != "pte" or not path.is_file():
+        return
+    try:
+        n = map_executorch_sources(rec["ops"], path)
+    except (ImportError, OSError, RuntimeError, ValueError, KeyError) as e:
+        log(f"{prefix}: cannot read {path.name} ({type(e).__name__}: {e}); rows keep the runtime's names")
+        rec["flags"].append("etrecord-unreadable")
+        return
+    rec["sources_from"] = path.name
+    log(f"{prefix}: {n} of {len(rec['ops'])} ops mapped to source modules with {path.name}")
 
 
 # ---- comparing two profiles op by op ---------------------------------------------------------------
@@ -120,8 +138,8 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     family (difflib alignment); ops only one side has (QuantizeLinear, layout transposes) stand alone."""
     ops_a, ops_b = a["ops"], b["ops"]
     pairs: list[tuple[Optional[int], Optional[int], str]] = []
-    names_a = [_source_name(o["name"]) for o in ops_a]
-    names_b = [_source_name(o["name"]) for o in ops_b]
+    names_a = [o.get("source") or _source_name(o["name"]) for o in ops_a]
+    names_b = [o.get("source") or _source_name(o["name"]) for o in ops_b]
     unique_b = {n: j for j, n in enumerate(names_b) if names_b.count(n) == 1}
     matched_a, matched_b = set(), set()
     for i, n in enumerate(names_a):
@@ -171,7 +189,8 @@ def _in_run_order(pairs: list, ops_a: list, ops_b: list) -> list:
 def _brief(op: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
     if op is None:
         return None
-    return {k: op.get(k) for k in ("name", "op_type", "precision", "backend", "median_ms", "share", "stayed_float")}
+    return {k: op.get(k) for k in ("name", "source", "op_type", "precision", "backend", "median_ms", "share",
+                                   "stayed_float")}
 
 
 def _head(p: dict[str, Any]) -> dict[str, Any]:

@@ -63,7 +63,9 @@ def models(tmp_path_factory) -> dict[str, Path]:
         ep = torch.export.export(m, (x,))
         # one program both ways: conv, depthwise conv and linear inside XNNPACK, the mean outside on portable kernels
         out["pte"] = d / "net_xnnpack.pte"
-        out["pte"].write_bytes(to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer)
+        et = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()], generate_etrecord=True).to_executorch()
+        out["pte"].write_bytes(et.buffer)
+        et.get_etrecord().save(str(out["pte"]) + ".etrecord")   # kept beside it: host.profile_sources maps rows
     return out
 
 
@@ -99,9 +101,16 @@ def test_onnxruntime_profile_names_nodes_with_types_and_provider(agent, models):
 
 
 @pytest.mark.skipif(not importlib.util.find_spec("executorch"), reason="needs executorch (extra: executorch)")
-def test_executorch_etdump_profile_inside_and_outside_the_delegate(agent, models):
-    rec = _profile(agent, models["pte"])
+def test_executorch_etdump_profile_inside_and_outside_the_delegate(agent, models, tmp_path):
+    art = load_artifact(models["pte"])
+    with AgentClient(agent.address) as c:
+        c.push(art.path, art.manifest.sha256, art.manifest.format, art.manifest.to_json())
+        rec = profile_artifact(c, LOCAL, art, c.run_options(threads=1), RUNS, ResultStore(tmp_path / "r.sqlite"),
+                               lambda m: None)
     _check_numbers(rec)
+    # the ETRecord beside the artifact names the torch modules: conv, depthwise conv (inside XNNPACK), linear
+    assert [o["source"] for o in rec["ops"] if o["source"]] == ["c1", "c2", "fc"]
+    assert rec["sources_from"] == "net_xnnpack.pte.etrecord"
     convs = [o for o in rec["ops"] if o["op_type"].startswith("Convolution (NHWC, F32)")]
     assert len(convs) == 2 and all(o["backend"] == "xnnpack" and o["precision"] == "fp32" for o in convs)
     assert any(o["op_type"].startswith("Fully Connected (NC, F32)") for o in rec["ops"])  # per op inside the delegate

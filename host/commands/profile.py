@@ -77,10 +77,10 @@ def print_profile(r: dict[str, Any], top: int = 0) -> None:
         print(f"  {r['status']}")
         return
     ops = sorted(r["ops"], key=lambda o: -o["median_ms"])[:top] if top else r["ops"]
-    print_table([[o["name"][:60], o["op_type"][:32], (o["precision"] or "-") + (" (stayed float)" if o.get("stayed_float")
+    print_table([[o["name"][:60] + (f" <- {o['source']}" if o.get("source") else ""), o["op_type"][:32], (o["precision"] or "-") + (" (stayed float)" if o.get("stayed_float")
                                                                                else ""), o["backend"] or "-",
                   f"{o['median_ms']:.4f}", f"{o['share'] * 100:.1f}%"] for o in ops],
-                ["op / layer", "op type", "precision", "backend", "median ms", "share"])
+                ["op / layer (<- source module)", "op type", "precision", "backend", "median ms", "share"])
     print(f"  {r['profiler']}; {r['runs']} profiled runs; ops sum {r['op_sum_ms']:.4f} ms, profiled run "
           f"{r['profiled_total_ms']:.4f} ms (coverage {r['coverage'] * 100:.0f}%); around the call "
           f"{r['profiled_wall_p50_ms']:.4f} ms profiled vs {r['unprofiled_p50_ms']:.4f} ms unprofiled (overhead "
