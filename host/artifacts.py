@@ -125,9 +125,20 @@ def load_artifact(path: str | Path) -> Artifact:
     if fmt is None:
         known = ", ".join(sorted(FORMAT_BY_SUFFIX))
         raise ArtifactError(f"unknown artifact type {p.name!r} (expected one of {known})")
+    if fmt in ("tflite", "onnx"):   # a ready model file: its manifest is read from the file (source "as given")
+        from host.artifact_inspect import InspectError, manifest_from_file
+
+        try:
+            return Artifact(p, manifest_from_file(p, fmt, digest))
+        except InspectError as e:
+            raise ArtifactError(str(e)) from e
     m = Manifest(file=p.name, sha256=digest, size_bytes=p.stat().st_size, platform=_platform_of(fmt),
                  format=fmt, precision="unknown", method="unknown", model_name=p.stem)
     return Artifact(p, m)
+
+
+# Files a folder given as --artifact may hold without manifests: formats whose file describes itself.
+SELF_DESCRIBING = (".tflite", ".onnx")
 
 
 def _platform_of(fmt: str) -> str:

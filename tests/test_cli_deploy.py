@@ -76,6 +76,14 @@ def test_user_errors_are_one_line(env, tmp_path, tflite_model):
 def test_non_model_pushed_fails_cleanly(env, tmp_path):
     fake = tmp_path / "fake.tflite"
     fake.write_bytes(b"definitely not a flatbuffer" * 10)
+    # a bare file is read on the host first (its manifest is made from it): refused there in one line
+    r = host(env, "deploy", "--target", "local", "--artifact", str(fake), "--db", str(tmp_path / "r.sqlite"))
+    assert r.returncode == 2 and "not a valid Flatbuffer" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    # with a manifest claiming it is a model, the bytes reach the agent, which refuses to publish them
+    from host.artifacts import Artifact, Manifest, sha256_file
+
+    Artifact(fake, Manifest(file=fake.name, sha256=sha256_file(fake), size_bytes=fake.stat().st_size,
+                            platform="tflite", format="tflite", precision="fp32", method="fp32")).write_manifest()
     r = host(env, "deploy", "--target", "local", "--artifact", str(fake), "--db", str(tmp_path / "r.sqlite"), "--json")
     assert r.returncode == 1
     out = json.loads(r.stdout)

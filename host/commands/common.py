@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from host.artifacts import MANIFEST_SUFFIX, Artifact, ArtifactError, load_artifact
+from host.artifacts import MANIFEST_SUFFIX, SELF_DESCRIBING, Artifact, ArtifactError, load_artifact
 from host.paths import default_db
 
 
@@ -24,15 +24,19 @@ def db_path(args: argparse.Namespace) -> Path:
 
 
 def expand_artifacts(paths: Iterable[str]) -> list[Artifact]:
-    """Files as given; a directory means every artifact with a manifest in it."""
+    """Files as given; a directory means every artifact with a manifest in it, plus every ready `.tflite` /
+    `.onnx` file without one (its manifest is made from the file)."""
     out: list[Artifact] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            found = sorted(m for m in path.iterdir() if m.name.endswith(MANIFEST_SUFFIX))
+            found = {m.with_name(m.name[: -len(MANIFEST_SUFFIX)]) for m in path.iterdir()
+                     if m.name.endswith(MANIFEST_SUFFIX)}
+            found |= {f for f in path.iterdir() if f.is_file() and f.suffix.lower() in SELF_DESCRIBING}
             if not found:
-                raise ArtifactError(f"no artifacts with manifests in {path} (run host quantize --out {path})")
-            out += [load_artifact(m.with_name(m.name[: -len(MANIFEST_SUFFIX)])) for m in found]
+                raise ArtifactError(f"no artifacts in {path}: no manifests and no .tflite/.onnx files "
+                                    f"(run host quantize --out {path})")
+            out += [load_artifact(f) for f in sorted(found)]
         else:
             out.append(load_artifact(path))
     return out
