@@ -9,6 +9,7 @@ failing is kept.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -207,11 +208,12 @@ def _run_target(client: AgentClient, target: Target, artifacts: list[Artifact], 
             except AgentError as e:
                 log(f"{prefix} {art.path.name}: profile error: {e}")
                 rec["profile"] = {"status": f"error: {e}", "ops": [], "flags": []}
-        if dataset is not None:
+        if dataset:
             from host.eval import evaluate  # heavy (torch/tf for the reference); only when asked
 
             try:
-                rec["eval"] = evaluate(client, target, art, dataset, settings.data_limit, store, log=log,
+                rec["eval"] = evaluate(client, target, art, dataset[art.manifest.sha256], settings.data_limit, store,
+                                       log=log,
                                        options=settings.run_options(target))
             except UserError as e:  # data that does not fit this artifact: keep its latency result
                 log(f"{prefix} {art.path.name}: eval error: {e}")
@@ -228,11 +230,22 @@ def deploy(targets: list[Target], artifacts: list[Artifact], settings: RunSettin
         with lock:
             log(msg)
 
-    dataset = None
+    dataset: dict[str, Any] = {}   # artifact sha256 -> its eval data
     if settings.data:  # loaded once, before anything is pushed: a bad --data fails at once
+        from pathlib import Path
+
         from host.eval import load_eval_data
 
-        dataset = load_eval_data(settings.data, settings.data_limit or None, settings.preprocess)
+        # an image folder without --preprocess: each artifact's data is preprocessed as its manifest recorded
+        # (loaded once per distinct recording); otherwise one data set for all
+        by_pp: dict[str, Any] = {}
+        folder = Path(settings.data).is_dir() and not settings.preprocess
+        for art in artifacts:
+            rec = art.manifest.preprocessing if folder else None
+            key = json.dumps(rec, sort_keys=True, default=str)
+            if key not in by_pp:
+                by_pp[key] = load_eval_data(settings.data, settings.data_limit or None, settings.preprocess, rec)
+            dataset[art.manifest.sha256] = by_pp[key]
     if len(targets) == 1:
         return deploy_target(targets[0], artifacts, settings, store, safe_log, dataset)
     with ThreadPoolExecutor(max_workers=len(targets)) as pool:

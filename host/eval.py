@@ -36,12 +36,18 @@ def _stderr(msg: str) -> None:
     print(msg, file=user_err(), flush=True)
 
 
-def load_eval_data(spec: str, limit: Optional[int], preprocess: Optional[str] = None) -> Dataset:
+def load_eval_data(spec: str, limit: Optional[int], preprocess: Optional[str] = None,
+                   recorded: Optional[dict[str, Any]] = None) -> Dataset:
     """Built-in data sets default to their test split for evaluation (fashion-mnist -> :test);
-    `preprocess` (image folders) is a Preprocess.parse spec."""
+    `preprocess` (image folders) is a Preprocess.parse spec. Without one, an image folder is preprocessed as the
+    manifest `recorded` it (what calibration and the host check saw), not with a default the user must override."""
+    from pathlib import Path
+
     from host.data.datasets import Preprocess
 
     pp = Preprocess.parse(preprocess) if preprocess else None
+    if pp is None and recorded and Path(spec).is_dir():
+        pp = Preprocess.from_dict(recorded)
     name, _, split = spec.partition(":")
     if name in ("fashion-mnist", "shapes-det", "shapes-seg", "shapes") and not split:
         return load_dataset(name, split="test", limit=limit, pp=pp)
@@ -269,7 +275,7 @@ def run_eval(target_name: str, artifact: str, data: str, limit: Optional[int], d
 
     target = get_target(target_name)
     art = load_artifact(artifact)
-    ds = load_eval_data(data, limit, preprocess)
+    ds = load_eval_data(data, limit, preprocess, art.manifest.preprocessing)
     store = ResultStore(db)
     transport = open_transport(target)
     try:

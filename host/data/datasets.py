@@ -73,6 +73,20 @@ class Preprocess:
             raise DatasetError("--preprocess std must not be 0")
         return pp
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        """The preprocessing a manifest recorded (its `preprocessing`), back as a Preprocess."""
+        pp = cls()
+        if d.get("resize"):
+            pp.resize = (int(d["resize"][0]), int(d["resize"][1]))
+        for k in ("mean", "std"):
+            if d.get(k) is not None:
+                setattr(pp, k, tuple(float(v) for v in d[k]))
+        for k, conv in (("scale", float), ("channels", int), ("layout", str), ("dtype", str)):
+            if d.get(k) is not None:
+                setattr(pp, k, conv(d[k]))
+        return pp
+
 
 @dataclass
 class Dataset:
@@ -160,14 +174,19 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".webp")
 
 
 def image_folder(root: Path, pp: Preprocess, limit: Optional[int] = None) -> Dataset:
-    """An ImageFolder tree. With a limit the classes are interleaved (a, b, c, a, b, c, ...), so a
-    calibration or accuracy slice covers every class rather than the first one."""
+    """An ImageFolder tree (DIR/<class>/<image>, labelled), or a flat folder of images (DIR/<image>: no labels;
+    calibration needs none, and eval then scores agreement with the FP32 source). With a limit the classes
+    are interleaved (a, b, c, a, b, c, ...), so a calibration or accuracy slice covers every class."""
     from PIL import Image, UnidentifiedImageError
 
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if not classes:
-        raise DatasetError(f"{root} has no class sub-folders (expected DIR/<class>/<image>)")
-    files = [[f for f in sorted((root / c).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES] for c in classes]
+    loose = [f for f in sorted(root.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+    flat = not classes and bool(loose)
+    if not classes and not loose:
+        raise DatasetError(f"{root} has neither images nor class sub-folders of images "
+                           f"(DIR/<image> or DIR/<class>/<image>; {', '.join(IMAGE_SUFFIXES)})")
+    files = [loose] if flat else \
+        [[f for f in sorted((root / c).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES] for c in classes]
     order = [(ci, fs[k]) for k in range(max(map(len, files), default=0)) for ci, fs in enumerate(files)
              if k < len(fs)]
     if limit:
@@ -194,7 +213,7 @@ def image_folder(root: Path, pp: Preprocess, limit: Optional[int] = None) -> Dat
     if len(pp.mean) not in (1, x.shape[1]) or len(pp.std) not in (1, x.shape[1]):
         raise DatasetError(f"--preprocess mean/std have {len(pp.mean)}/{len(pp.std)} values for {x.shape[1]}-channel "
                            "images (give 1 or one per channel)")
-    return Dataset(f"folder:{root}", normalize(x, pp), np.asarray(ys, np.int64), classes, pp)
+    return Dataset(f"folder:{root}", normalize(x, pp), None if flat else np.asarray(ys, np.int64), classes, pp)
 
 
 def array_file(path: Path, limit: Optional[int] = None) -> Dataset:
