@@ -173,16 +173,25 @@ def reference_outputs(art: Artifact, ds: Dataset, log: Log = _stderr) -> tuple[O
 
 
 def evaluate(client: Any, target: Any, art: Artifact, data: str | Dataset, limit: Optional[int] = 1000,
-             store: Any = None, log: Log = _stderr, options: Any = None) -> dict[str, Any]:
+             store: Any = None, log: Log = _stderr, options: Any = None, task: Optional[str] = None) -> dict[str, Any]:
     """Run `data` through `art` on the agent behind `client` (already pushed there), score it and
-    store an eval record (when `store` is given). Returns the record."""
+    store an eval record (when `store` is given). Returns the record. `task` overrides the manifest's (a ready
+    file's manifest cannot know it)."""
     m = art.manifest
+    if task and task != m.task:
+        from dataclasses import replace
+
+        art = Artifact(art.path, replace(m, task=tasks.check_task(task)))
+        m = art.manifest
+    why = tasks.shape_mismatch(m.task, m.outputs[0].shape) if m.outputs and m.outputs[0].shape else None
+    if why:   # refused before anything runs: a metric of the wrong task is a wrong number, not a low one
+        raise EvalError(f"{art.path.name}: {why}")
     ds = data if isinstance(data, Dataset) else load_eval_data(data, limit)
     if limit and len(ds) > limit:
         ds = ds.take(limit)
     if not m.inputs:
         raise EvalError(f"{art.path.name} has no input spec in its manifest; produce it with host quantize")
-    if m.task != ds.task:
+    if m.task != ds.task and tasks.has_labels(ds.task, ds):   # unlabelled data suits any task (agreement)
         raise EvalError(f"{art.path.name} is a {m.task} model but {ds.name} is a {ds.task} data set")
     layout = input_layout(art, ds)
     x = ds.to_layout(layout)
@@ -216,6 +225,9 @@ def evaluate(client: Any, target: Any, art: Artifact, data: str | Dataset, limit
         raise EvalError(f"the agent answered {len(outs) * batch} of {len(ds)} samples for {name}")
     y = np.concatenate(outs)[:len(ds)]
     y = _to_nchw(y, ref, layout)
+    why = tasks.shape_mismatch(m.task, y.shape)
+    if why:
+        raise EvalError(f"{name}: {why}")
     metrics = _jsonable(tasks.task_metrics(m.task, y, ds))
     agree = _jsonable(tasks.agreement_metrics(m.task, y, ref)) if ref is not None and ref.shape == y.shape else {}
     ref_metrics = _jsonable(tasks.task_metrics(m.task, ref, ds)) if ref is not None else {}
@@ -265,7 +277,7 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
 
 def run_eval(target_name: str, artifact: str, data: str, limit: Optional[int], db: Any,
              threads: int = 0, runtime: str = "", preprocess: Optional[str] = None,
-             log: Log = _stderr) -> dict[str, Any]:
+             log: Log = _stderr, task: Optional[str] = None) -> dict[str, Any]:
     """`host eval`: connect to the target's agent, push the artifact if needed, evaluate, store."""
     from host.artifacts import load_artifact
     from host.client import AgentClient
@@ -286,7 +298,7 @@ def run_eval(target_name: str, artifact: str, data: str, limit: Optional[int], d
                 log(f"eval: pushed {art.path.name} ({pushed['sent'] / 2**20:.2f} MiB) to {target.name}")
             ro = {"prefer": ",".join(target.prefer_runtimes)} if target.prefer_runtimes else {}
             opts = AgentClient.run_options(threads=threads or target.threads, runtime=runtime, runtime_options=ro)
-            return evaluate(client, target, art, ds, limit, store, log, opts)
+            return evaluate(client, target, art, ds, limit, store, log, opts, task=task)
     finally:
         transport.close()
         store.close()

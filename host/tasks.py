@@ -2,7 +2,8 @@
 
 Eval, the report and the zoo all ask here, so a task means the same everywhere. Tasks: classification
 (logits), detection (the CenterNet-style raw map: class heatmaps + 4 box channels), segmentation
-(per-pixel class logits), embedding (one vector per sample).
+(per-pixel class logits), embedding (one vector per sample), dense (any per-pixel map without labels here: a
+text detector's probability map; scored by per-pixel agreement and IoU against FP32).
 """
 
 from __future__ import annotations
@@ -14,14 +15,29 @@ import numpy as np
 from host.data import metrics as M
 from host.data.datasets import Dataset
 
-TASKS = ("classification", "detection", "segmentation", "embedding")
+TASKS = ("classification", "detection", "segmentation", "embedding", "dense")
 
 # The one number a task is compared on. Labelled data: COCO's primary figure for detection (mAP@0.5
 # saturates on the synthetic shapes, 99.99%, and hides drops), mIoU for segmentation. Embeddings have no
 # labels here: their headline is agreement with FP32 (cosine), as for any model evaluated on unlabelled data.
-HEADLINE = {"classification": "top1", "detection": "map50_95", "segmentation": "miou", "embedding": "cosine"}
+HEADLINE = {"classification": "top1", "detection": "map50_95", "segmentation": "miou", "embedding": "cosine",
+            "dense": "pixel_agreement"}
 AGREEMENT_HEADLINE = {"classification": "top1_agreement", "detection": "top1_agreement",
-                      "segmentation": "top1_agreement", "embedding": "cosine"}
+                      "segmentation": "top1_agreement", "embedding": "cosine", "dense": "pixel_agreement"}
+
+
+def shape_mismatch(task: str, shape: Any) -> str | None:
+    """Why outputs of `shape` (N, ...) cannot be scored as `task`, or None. A classifier's scores are one
+    vector per sample; classification metrics on a 1x1x640x640 map scored an int8 detector "top-1 83%"."""
+    dims = [int(d) for d in list(shape)[1:]]
+    if any(d <= 0 for d in dims):
+        return None       # dynamic: decided once the device's outputs are back
+    if task == "classification" and len(dims) >= 2 and int(np.prod(dims[1:])) > 1:
+        return (f"outputs of shape {[1, *dims]} are a dense map, not class scores: classification metrics do not "
+                "apply (pass --task dense, or segmentation with mask labels)")
+    if task in ("segmentation", "dense") and len(dims) < 3:
+        return f"outputs of shape {[1, *dims]} are not a per-pixel map: {task} metrics do not apply"
+    return None
 
 
 def check_task(task: str) -> str:
@@ -42,7 +58,7 @@ def postprocess(task: str, outputs: np.ndarray) -> Any:
         return decode_batch(outputs, num_classes=outputs.shape[1] - 4)
     if task == "segmentation":
         return np.argmax(outputs, axis=1)
-    if task == "embedding":
+    if task in ("embedding", "dense"):
         return outputs
     raise ValueError(f"unknown task {task!r}")
 
@@ -52,8 +68,8 @@ def has_labels(task: str, ds: Dataset) -> bool:
         return "boxes" in ds.meta
     if task == "segmentation":
         return "masks" in ds.meta or ds.y is not None
-    if task == "embedding":
-        return False   # no labelled embedding data here: agreement with FP32 is the score
+    if task in ("embedding", "dense"):
+        return False   # no labelled embedding / generic dense data here: agreement with FP32 is the score
     return ds.y is not None
 
 
@@ -81,6 +97,8 @@ def agreement_metrics(task: str, y: np.ndarray, ref: np.ndarray) -> dict[str, fl
     check_task(task)
     if task == "embedding":
         return M.embedding_agreement(y, ref)
+    if task == "dense" or (task == "segmentation" and y.ndim == 4 and y.shape[1] == 1):
+        return M.dense_agreement(y, ref)
     a = M.agreement(y, ref)
     if task == "classification" and y.reshape(len(y), -1).shape[1] > 1:
         a.update(M.classifier_agreement(y, ref))

@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction, help_: str) -> None:
     p.add_argument("--limit", type=int, default=1000, help="evaluate the first N samples (0 = all)")
     p.add_argument("--preprocess", metavar="SPEC", help="preprocessing of image-folder data: "
                    "resize=HxW,mean=a/b/c,std=a/b/c,scale=S,channels=1|3 (should match the artifact's manifest)")
+    p.add_argument("--task", choices=("classification", "detection", "segmentation", "embedding", "dense"),
+                   help="the model's task when its manifest does not say (a ready .tflite/.onnx); dense = any "
+                        "per-pixel map, scored by per-pixel agreement and IoU against FP32")
     p.add_argument("--threads", type=int, default=0, help="runtime threads on the device (0 = default)")
     p.add_argument("--runtime", default="", help="force a runtime on the device (e.g. litert, onnxruntime)")
     add_db(p)
@@ -39,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.threads <= 1024:
         raise UserError(f"--threads must be between 0 (the runtime's default) and 1024, got {args.threads}")
     rec = run_eval(args.target, args.artifact, args.data, args.limit or None, db_path(args),
-                   threads=args.threads, runtime=args.runtime, preprocess=args.preprocess)
+                   threads=args.threads, runtime=args.runtime, preprocess=args.preprocess, task=args.task)
     if args.json:
         dump_json({k: v for k, v in rec.items() if k != "manifest"})
         return 0
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
              f"{100 * rec['reference_metrics'][k]:.2f}%" if isinstance(rec["reference_metrics"].get(k), float) else "-"]
             for k, v in rec["metrics"].items() if not isinstance(v, list)]
     for k, v in rec["agreement"].items():
-        rows.append([k, f"{v:.5f}" if k != "top1_agreement" else f"{100 * v:.2f}%", ""])
+        rows.append([k, f"{100 * v:.2f}%" if k in ("top1_agreement", "pixel_agreement") else f"{v:.5f}", ""])
     print_table(rows, ["metric", f"{rec['target']} (device)", "FP32 source (host)"])
     print(f"{rec['artifact']}: {rec['n']} samples of {rec['dataset']}, device latency mean "
           f"{rec['latency_ms_mean']:.3f} ms; reference: {rec['reference']}; stored as eval #{rec.get('id')}")

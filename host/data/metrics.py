@@ -177,6 +177,28 @@ def agreement(outputs: np.ndarray, reference: np.ndarray, class_axis: int = 1) -
             "max_abs": float(np.max(np.abs(a - b))) if a.size else 0.0}
 
 
+def dense_agreement(outputs: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Agreement of a dense map (N, C, H, W) with its FP32 reference, per pixel. One channel (a probability or
+    logit map): both maps thresholded (0.5 when the reference lies in [0, 1], else 0) and compared pixel by
+    pixel, with the IoU of the two foregrounds; several channels: per-pixel arg-max agreement. argmax over a
+    single channel is always 0, which made a one-channel map "agree" (or not) meaninglessly."""
+    a = np.asarray(outputs, np.float64)
+    b = np.asarray(reference, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"output shapes differ: {a.shape} vs {b.shape}")
+    base = agreement(a, b)
+    res = {"cosine": base["cosine"], "max_abs": base["max_abs"]}
+    if a.ndim >= 3 and a.shape[1] > 1:
+        res["pixel_agreement"] = base["top1_agreement"]
+        return res
+    t = 0.5 if b.min() >= 0 and b.max() <= 1 else 0.0
+    fa, fb = a > t, b > t
+    union = np.logical_or(fa, fb).sum()
+    res.update({"pixel_agreement": float(np.mean(fa == fb)), "threshold": t,
+                "iou": float(np.logical_and(fa, fb).sum() / union) if union else 1.0})
+    return res
+
+
 # ---------------------------------------------------------------- label-free metrics (real unlabelled data)
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
