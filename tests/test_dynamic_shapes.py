@@ -101,6 +101,17 @@ def test_dynamic_onnx_benchmarked_at_the_given_shape(env, tmp_path):
     stored = ResultStore(tmp_path / "r.sqlite").benchmarks(target="local")
     assert stored[0]["input"]["shapes"] == {"input": SHAPE}
 
+    # the report says what each row was timed on, and a 2-thread run is its own row with its thread count
+    r = host(env, "deploy", "--target", "local", "--artifact", str(art), "--threads", "2", "--repeats", "1",
+             "--runs", "5", "--min-seconds", "0", "--db", str(tmp_path / "r.sqlite"), "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = host(env, "report", "--db", str(tmp_path / "r.sqlite"), "--format", "json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(r.stdout)["rows"]
+    assert sorted((x["threads"], x["input"]) for x in rows) == [(1, "random 1x3x96x96"), (2, "random 1x3x96x96")]
+    table = host(env, "report", "--db", str(tmp_path / "r.sqlite"), "--format", "table").stdout
+    assert "threads" in table and table.count("random 1x3x96x96") == 2, table
+
 
 def test_dynamic_dims_without_a_size_are_refused_on_the_agent():
     spec = TensorSpec("x", "float32", [-1, 3, -1, -1])

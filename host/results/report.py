@@ -109,7 +109,7 @@ def _row(b: Optional[dict[str, Any]], e: Optional[dict[str, Any]]) -> dict[str, 
         "sha256": src.get("sha256", ""), "task": task,
         "runtime": _runtime_name(b or e or {}),
         "runtime_version": _runtime_version(b or e or {}), "delegate": (b or {}).get("delegate", ""),
-        "threads": (b or {}).get("threads"), "runs": (b or {}).get("runs"),
+        "threads": (b or {}).get("threads"), "runs": (b or {}).get("runs"), "input": input_text(b or {}),
         "p50": lat.get("p50"), "p90": lat.get("p90"), "p99": lat.get("p99"), "mean": lat.get("mean"),
         "ci_lo": ci[0], "ci_hi": ci[1], "ci_label": lat.get("ci_label") or within_label,
         "ci_within": within, "ci_within_label": within_label, "repeats": b_.get("repeats") or 1,
@@ -247,10 +247,21 @@ def _brief(r: dict[str, Any]) -> dict[str, Any]:
                               "p50", "speedup", "accuracy", "acc_drop", "size_bytes")}
 
 
+def input_text(b: dict[str, Any]) -> str:
+    """What the device was timed on: 'random 1x3x640x640' or 'user 1x3x224x224' (several inputs joined by
+    '+'); records from before inputs were recorded say only random/user, never a guessed shape."""
+    fed = b.get("input") or {}
+    shapes = fed.get("shapes")
+    kind = fed.get("kind") or ("user" if b.get("inputs") == "user" else "random" if b.get("inputs") else "")
+    if isinstance(shapes, dict) and shapes:
+        return f"{kind} " + "+".join("x".join(map(str, s)) for s in shapes.values())
+    return kind or "-"
+
+
 # ------------------------------------------------------------------ renderers
 
 COLUMNS = ("target", "model_name", "platform", "method", "precision", "runtime", "runtime_version", "delegate",
-           "threads", "repeats", "runs", "p50", "p90", "p99", "ci_lo", "ci_hi", "ci_label", "cv", "speedup",
+           "threads", "input", "repeats", "runs", "p50", "p90", "p99", "ci_lo", "ci_hi", "ci_label", "cv", "speedup",
            "speedup_ci_lo", "speedup_ci_hi", "significant", "unstable", "noise_floor", "acc_baseline", "metric",
            "accuracy", "acc_drop", "size_bytes", "load_ms", "first_ms", "peak_rss_mb", "flags",
            "pareto", "artifact", "sha256")
@@ -278,7 +289,7 @@ def _ci_text(lo: Any, hi: Any, label: str) -> str:
 
 
 def table_rows(rep: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = ["target", "model", "platform", "method", "runtime", "reps", "p50 ms", "p50 CI (between runs)",
+    header = ["target", "model", "platform", "method", "runtime", "threads", "input", "reps", "p50 ms", "p50 CI (between runs)",
               "within-run CI", "cv", "p90 ms", "speed-up [CI]", "accuracy", "drop pp", "size KiB", "load ms",
               "peak MB", "flags"]
     out = []
@@ -290,7 +301,9 @@ def table_rows(rep: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             "- (1 run)" if timed else "-")
         within = r["ci_within"] or [None, None]
         out.append([r["target"], r["model_name"], r["platform"], f"{r['method']}/{r['precision']}",
-                    f"{r['runtime']} {r['runtime_version']}".strip() or "-", str(r["repeats"]) if timed else "-",
+                    f"{r['runtime']} {r['runtime_version']}".strip() or "-",
+                    "-" if r["threads"] is None else str(r["threads"] or "default"), r["input"],
+                    str(r["repeats"]) if timed else "-",
                     _f(r["p50"], ".4g"), between, _ci_text(within[0], within[1], r["ci_within_label"]),
                     _f(None if r["cv"] is None else 100 * r["cv"], ".1f") + ("%" if r["cv"] is not None else ""),
                     _f(r["p90"], ".4g"), speedup_text(r), acc, drop,
