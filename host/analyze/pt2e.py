@@ -20,6 +20,7 @@ import numpy as np
 from host.quantize.base import QuantizeRequest
 
 HEAVY = ("aten.conv1d.default", "aten.conv2d.default", "aten.linear.default")
+BATCH = 32
 
 
 def _module_path(node: Any) -> str:
@@ -79,6 +80,19 @@ def _qparams(gm: Any, node: Any) -> dict[str, Any]:
     return out
 
 
+def _observers_by_tensor(gm: Any) -> dict[str, tuple[str, Any, frozenset[str]]]:
+    """{observed node name: (observer attribute, observer module, every node that observer watches)} of a
+    PT2E-prepared graph (an observer shared between tensors, e.g. mean's with its input, watches several)."""
+    watched: dict[int, set[str]] = {}   # by module identity: a shared observer sits under several names
+    calls = []
+    for n in gm.graph.nodes:
+        if n.op == "call_module" and "activation_post_process" in str(n.target) and n.args:
+            name, mod = str(getattr(n.args[0], "name", n.args[0])), getattr(gm, str(n.target))
+            watched.setdefault(id(mod), set()).add(name)
+            calls.append((name, str(n.target), mod))
+    return {name: (t, mod, frozenset(watched[id(mod)])) for name, t, mod in calls}
+
+
 class PT2EBackend:
     """Builds, runs and compares XNNPACK-quantized PT2E graphs of one source with chosen layers float."""
 
@@ -88,10 +102,22 @@ class PT2EBackend:
         import torch
 
         self.req, self.calib_x = req, calib_x
-        self.example = req.source.example_input()
+        example = req.source.example_input()
+        # A dynamic batch, so calibration and checks run BATCH samples per call (EfficientNet-Lite0: minutes
+        # per build at batch 1). Min/max ranges do not depend on batching; the final artifact is still built
+        # by the converter at its own batch.
+        self.example = torch.cat([example] * 2)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.fp32 = torch.export.export(req.source.fresh_torch_module(), (self.example,)).module()
+            try:
+                dyn = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+                self.fp32 = torch.export.export(req.source.fresh_torch_module(), (self.example,),
+                                                dynamic_shapes=dyn).module()
+                self.batch = BATCH
+            except Exception:   # a model that pins its batch: one sample per call
+                self.example = example
+                self.fp32 = torch.export.export(req.source.fresh_torch_module(), (example,)).module()
+                self.batch = int(example.shape[0])
 
     def layers(self, model: Any = None) -> list[str]:
         """Quantizable layers (conv/linear module paths) in graph order."""
@@ -113,13 +139,30 @@ class PT2EBackend:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             prepared = prepare_pt2e(copy.deepcopy(self.fp32), ExecuTorchConverter._quantizer(req, qat=False))
-            run_torch_calibration(prepared, self.calib_x, int(self.example.shape[0]))
+            if not self._reuse_observers(prepared):
+                run_torch_calibration(prepared, self.calib_x, self.batch)
+                if not float_layers:
+                    self._observers = _observers_by_tensor(prepared)
             return convert_pt2e(prepared)
+
+    def _reuse_observers(self, prepared: Any) -> bool:
+        """Calibration runs the graph in FP32 (observers only watch), so what an observer saw does not depend on
+        which layers are float: copy the all-int8 build's calibrated observers onto this one's, matched by the
+        tensor they observe, instead of calibrating again (EfficientNet-Lite0: most of a build's time)."""
+        have = getattr(self, "_observers", None)
+        if not have:
+            return False
+        mine = _observers_by_tensor(prepared)
+        if any(k not in have or type(have[k][1]) is not type(m) or have[k][2] != w for k, (_, m, w) in mine.items()):
+            return False   # an observer that watches other tensors here than there saw other values: calibrate
+        for k, (target, _, _) in mine.items():
+            setattr(prepared, target, copy.deepcopy(have[k][1]))
+        return True
 
     def outputs(self, model: Any, x: np.ndarray) -> np.ndarray:
         import torch
 
-        b = int(self.example.shape[0])   # the exported graph has a fixed batch
+        b = self.batch
         outs = []
         with torch.no_grad():
             for i in range(0, len(x), b):
@@ -138,9 +181,9 @@ class PT2EBackend:
 
         ref, act = prepare_for_propagation_comparison(self.fp32), prepare_for_propagation_comparison(model)
         acc: dict[Any, dict[str, Any]] = {}
-        b = int(self.example.shape[0])
+        b = 1
         with torch.no_grad():
-            for i in range(0, len(x), b):   # one batch at a time: logging every node of a big net is GBs
+            for i in range(0, len(x), b):   # one sample at a time: logging every node of a big net is GBs
                 xb = torch.from_numpy(np.ascontiguousarray(x[i:i + b]))
                 ref(xb), act(xb)
                 for info, summ in compare_results(extract_results_from_loggers(ref),

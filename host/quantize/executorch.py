@@ -55,7 +55,10 @@ def ops_by_precision(graph_module: Any, int_label: str = "int8") -> dict[str, di
         tensor_args = [a for a in node.args if hasattr(a, "op")]
         # Fed by a dequantize, or feeding only quantize nodes (conv -> relu -> q fuses into one int8 op).
         feeds_q = bool(node.users) and all(_is_q(u) for u in node.users)
-        prec = int_label if (tensor_args and _is_dq(tensor_args[0])) or feeds_q else "fp32"
+        fed = bool(tensor_args) and _is_dq(tensor_args[0])
+        if checks.is_heavy_op(name) and len(tensor_args) > 1:
+            fed = fed and _is_dq(tensor_args[1])   # a conv/linear kept float still reads a dequantized input
+        prec = int_label if fed or (feeds_q and not checks.is_heavy_op(name)) else "fp32"
         pairs.append((name, prec))
     return checks.count_ops(pairs)
 
