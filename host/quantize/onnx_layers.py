@@ -1,8 +1,7 @@
 """Source layer names of ONNX nodes, so a user names PyTorch modules and the Q/DQ graph keeps those nodes float.
 
-The dynamo exporter records the module path in each node's `pkg.torch.onnx.name_scopes` metadata; the legacy
-exporter names nodes `/features/0/conv/Conv`; anything else falls back to the weight initializer's name
-(`features.0.conv.weight`). Used by the tensorrt converter (`float_layers`) and host.analyze.
+The weight initializer's name (`features.0.conv.weight`) when it has one; else the module path the dynamo
+exporter records in `pkg.torch.onnx.name_scopes`; else the legacy exporter's node name (`/features/0/conv/Conv`). Used by the tensorrt converter (`float_layers`) and host.analyze.
 """
 
 from __future__ import annotations
@@ -14,6 +13,11 @@ QUANTIZABLE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 def layer_of(node: Any, initializers: set[str]) -> str:
+    # The weight's initializer name first: the dynamo exporter folds BatchNorm into the Conv before it, and the
+    # folded node then carries the BatchNorm's name scopes, while the weight keeps the conv's name.
+    for i in node.input[1:2]:
+        if i in initializers and i.endswith(".weight"):
+            return i.rsplit(".", 1)[0]
     meta = {p.key: p.value for p in node.metadata_props}
     scopes = meta.get("pkg.torch.onnx.name_scopes")
     if scopes:
@@ -21,13 +25,10 @@ def layer_of(node: Any, initializers: set[str]) -> str:
             parts = [p for p in ast.literal_eval(scopes) if p]
         except (ValueError, SyntaxError):
             parts = []
-        if len(parts) > 1:
-            return ".".join(parts[:-1])   # the last scope is the aten op itself
+        if len(parts) > 1:   # cumulative module paths, then the aten op: ['', 'a', 'a.b', 'conv2d']
+            return str(parts[-2])
     if node.name.startswith("/") and node.name.count("/") > 1:
         return ".".join(node.name.strip("/").split("/")[:-1])
-    for i in node.input[1:2]:
-        if i in initializers:
-            return i.rsplit(".", 1)[0]
     return node.name
 
 
