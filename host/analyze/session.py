@@ -21,6 +21,11 @@ def backend_for(platform: str, req: QuantizeRequest) -> Any:
         raise QuantizeError(f"per-layer analysis and fallback support {', '.join(PLATFORMS)}, not {platform!r}")
     if req.method != "static":
         raise QuantizeError(f"per-layer analysis and fallback are for --method static, not {req.method!r}")
+    from host.quantize.registry import get_converter
+
+    reason = get_converter(platform).unsupported_reason(req.source, "static")
+    if reason:
+        raise QuantizeError(reason)
     x = calib_array(req.calib, req.calib_samples, req.source.require_shape())
     if platform == "executorch":
         from host.analyze.pt2e import PT2EBackend
