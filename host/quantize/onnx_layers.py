@@ -16,8 +16,9 @@ def layer_of(node: Any, initializers: set[str]) -> str:
     # The weight's initializer name first: the dynamo exporter folds BatchNorm into the Conv before it, and the
     # folded node then carries the BatchNorm's name scopes, while the weight keeps the conv's name.
     for i in node.input[1:2]:
-        if i in initializers and i.endswith(".weight"):
-            return i.rsplit(".", 1)[0]
+        w = i.removesuffix("_DequantizeLinear_Output")   # in a Q/DQ graph the weight arrives dequantized
+        if (w in initializers or w != i) and w.endswith(".weight"):
+            return w.rsplit(".", 1)[0]
     meta = {p.key: p.value for p in node.metadata_props}
     scopes = meta.get("pkg.torch.onnx.name_scopes")
     if scopes:
