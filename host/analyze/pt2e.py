@@ -18,6 +18,7 @@ from typing import Any, Optional
 import numpy as np
 
 from host.quantize.base import QuantizeRequest
+from host.quantize.pt2e_clamp import CLAMPS
 
 HEAVY = ("aten.conv1d.default", "aten.conv2d.default", "aten.linear.default")
 BATCH = 32
@@ -201,12 +202,20 @@ class PT2EBackend:
                             lg.stats.clear()
         by_name = {n.name: n for n in model.graph.nodes}
         order = {n.name: k for k, n in enumerate(self.fp32.graph.nodes)}
+        # conv -> clamp is one op (host.quantize.pt2e_clamp): the logger after the conv sees the clamped, quantized
+        # value, so the layer is scored at the clamp's output against FP32's clamp output
+        clamp_of = {n.name: next(iter(n.users)).name for n in self.fp32.graph.nodes
+                    if len(n.users) == 1 and str(next(iter(n.users)).target) in CLAMPS}
+        by_ref = {a["summary"].ref_node_name: a for a in acc.values()}
         rows = []
-        for a in acc.values():
-            s = a["summary"]
+        for a0 in acc.values():
+            s = a0["summary"]
             node = by_name.get(s.ref_node_name)
-            if node is None or not a["sqnr"] or str(node.target) not in HEAVY:
+            if node is None or str(node.target) not in HEAVY:
                 continue   # layers are the quantizable ops; their clamps/adds are inside the next one's input
+            a = by_ref.get(clamp_of.get(s.ref_node_name, ""), a0)
+            if not a["sqnr"]:
+                continue
             sq = float(np.mean(np.clip(a["sqnr"], -1e3, 1e3)))
             rows.append({"layer": _module_path(node) or s.ref_node_name, "node": s.ref_node_name,
                          "op": str(node.target).split(".")[1], "sqnr_db": sq, "cosine": float(np.mean(a["cos"])),
