@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         if p not in session.PLATFORMS:
             raise QuantizeError(f"host analyze supports {', '.join(session.PLATFORMS)}, not {p!r}")
     for flag, v in (("--samples", args.samples), ("--numerics-samples", args.numerics_samples),
-                    ("--calib-samples", args.calib_samples), ("--layers", args.layers or 1)):
+                    ("--calib-samples", args.calib_samples), ("--layers", 1 if args.layers is None else args.layers)):
         if v <= 0:
             raise QuantizeError(f"{flag} must be positive")
     shape = _shape(args.input_shape) if args.input_shape else None
