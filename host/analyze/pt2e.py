@@ -204,7 +204,8 @@ class PT2EBackend:
         order = {n.name: k for k, n in enumerate(self.fp32.graph.nodes)}
         # conv -> clamp is one op (host.quantize.pt2e_clamp): the logger after the conv sees the clamped, quantized
         # value, so the layer is scored at the clamp's output against FP32's clamp output
-        clamp_of = {n.name: next(iter(n.users)).name for n in self.fp32.graph.nodes
+        # (found in the converted graph: there BatchNorm is folded into the conv, which then feeds the clamp)
+        clamp_of = {n.name: next(iter(n.users)).name for n in model.graph.nodes
                     if len(n.users) == 1 and str(next(iter(n.users)).target) in CLAMPS}
         by_ref = {a["summary"].ref_node_name: a for a in acc.values()}
         rows = []
