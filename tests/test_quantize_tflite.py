@@ -277,7 +277,6 @@ def test_impossible_pairs_and_missing_data_are_one_line_errors(keras_file, data,
     for kind, method, words in (("onnx", "fp32", "cannot become TFLite"),
                                 ("torchscript", "fp32", "not TorchScript"),
                                 ("torch", "fp16", "not offered by litert-torch"),
-                                ("torch", "qat", "not offered by litert-torch"),
                                 ("keras", "int4", "no method")):
         reason = conv.unsupported_reason(ModelSource(kind, "x", "x", ""), method)
         assert reason and words in reason and "\n" not in reason, (kind, method, reason)

@@ -468,8 +468,8 @@ def test_bad_sources_and_impossible_pairs(capsys, tmp_path: Path) -> None:
     assert "cannot become an ExecuTorch" in _one_line_error(capsys, "--model", str(tmp_path / "m.keras"),
                                                             "--platform", "executorch", "--out", out)
     mlp = "tests.models_for_tests:mlp"
-    assert "has no method 'dynamic'" in _one_line_error(capsys, "--model", mlp, "--platform", "executorch",
-                                                        "--method", "dynamic", "--out", out)
+    assert "has no method 'fp16'" in _one_line_error(capsys, "--model", mlp, "--platform", "executorch",
+                                                     "--method", "fp16", "--out", out)
     assert "unknown platform" in _one_line_error(capsys, "--model", mlp, "--platform", "coreml", "--out", out)
     assert "needs calibration data" in _one_line_error(capsys, "--model", mlp, "--platform", "pytorch",
                                                        "--method", "static", "--out", out)

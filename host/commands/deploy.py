@@ -96,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seed must be between 0 and 2^63-1, got {args.seed}")
     if not 1 <= args.repeats <= 100:
         raise UserError(f"--repeats must be between 1 and 100, got {args.repeats}")
+    if not 1 <= args.profile_runs <= 1000:
+        raise UserError(f"--profile-runs must be between 1 and 1000, got {args.profile_runs}")
+    inputs = load_inputs(args.inputs) if args.inputs else None   # every argument is checked before any work
     targets = [get_target(t.strip()) for t in args.target.split(",") if t.strip()]
     artifacts = expand_artifacts(args.artifact)
     settings = RunSettings(threads=args.threads, repeats=args.repeats, schedule_seed=args.schedule_seed, runs=args.runs, min_seconds=args.min_seconds,
@@ -103,10 +106,7 @@ def run(args: argparse.Namespace) -> int:
                            target_ci=args.target_ci / 100.0, runtime=args.runtime, runtime_options=opts,
                            timeout=args.timeout, data=args.data, data_limit=args.data_limit, seed=args.seed,
                            preprocess=args.preprocess,
-                           inputs=load_inputs(args.inputs) if args.inputs else None,
-                           profile=args.profile, profile_runs=args.profile_runs)
-    if not 1 <= args.profile_runs <= 1000:
-        raise UserError(f"--profile-runs must be between 1 and 1000, got {args.profile_runs}")
+                           inputs=inputs, profile=args.profile, profile_runs=args.profile_runs)
     store = ResultStore(db_path(args))
     results = deploy(targets, artifacts, settings, store)
     if args.json:

@@ -41,9 +41,9 @@ class ModelSource:
     input_shape: Optional[tuple[int, ...]] = None
     task: str = "classification"
     path: Optional[Path] = None
-    input_dtype: str = "float32"                # e.g. int64 token ids (a factory's `input_dtype` attribute)
     _loader: Optional[Callable[[], Any]] = field(default=None, repr=False)
     _obj: Any = field(default=None, repr=False)
+    input_dtype: str = "float32"                # e.g. int64 token ids (a factory's `input_dtype` attribute)
 
     # -- lazy accessors -------------------------------------------------------------------------
     def load(self) -> Any:
