@@ -151,3 +151,24 @@ def tflite_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tflite_int8_model(tmp_path_factory) -> Path:
     return make_tflite(tmp_path_factory.mktemp("models") / "small_cnn_int8.tflite", int8=True)
+
+
+@pytest.fixture
+def env(tmp_path):
+    """The environment for `host` run as a subprocess: a private EDGEBENCH_HOME and targets folder; the local
+    agent such a run starts is stopped afterwards."""
+    e = dict(os.environ, EDGEBENCH_HOME=str(tmp_path / "home"), EDGEBENCH_TARGETS=str(tmp_path / "targets"))
+    yield e
+    from host.targets import LOCAL
+    from host.transports.local import LocalTransport
+
+    LocalTransport(LOCAL, state_dir=tmp_path / "home" / "agents" / "local").stop_agent()
+
+
+def host(env: dict, *args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`host ARGS...` in a subprocess with `env` (see the env fixture)."""
+    r = subprocess.run([sys.executable, "-m", "host.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT,
+                       timeout=timeout)
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r

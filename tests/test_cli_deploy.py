@@ -3,32 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def env(tmp_path):
-    e = dict(os.environ, EDGEBENCH_HOME=str(tmp_path / "home"), EDGEBENCH_TARGETS=str(tmp_path / "targets"))
-    yield e
-    from host.targets import LOCAL
-    from host.transports.local import LocalTransport
-
-    LocalTransport(LOCAL, state_dir=tmp_path / "home" / "agents" / "local").stop_agent()
-
-
-def host(env, *args, check=False):
-    r = subprocess.run([sys.executable, "-m", "host.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT,
-                       timeout=300)
-    if check:
-        assert r.returncode == 0, r.stderr[-3000:]
-    return r
+from tests.conftest import host
 
 
 def test_deploy_local_json_and_store(env, tflite_model, tflite_int8_model, tmp_path):

@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,23 +11,7 @@ import pytest
 
 from host.data.metrics import dense_agreement
 from host.tasks import shape_mismatch
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def env(tmp_path):
-    e = dict(os.environ, EDGEBENCH_HOME=str(tmp_path / "home"), EDGEBENCH_TARGETS=str(tmp_path / "targets"))
-    yield e
-    from host.targets import LOCAL
-    from host.transports.local import LocalTransport
-
-    LocalTransport(LOCAL, state_dir=tmp_path / "home" / "agents" / "local").stop_agent()
-
-
-def host(env, *args):
-    return subprocess.run([sys.executable, "-m", "host.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=600)
+from tests.conftest import host
 
 
 def prob_map_onnx(path: Path) -> Path:

@@ -4,9 +4,6 @@ real CLI, real local agent, ONNX Runtime timed directly beside it."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,24 +11,9 @@ import numpy as np
 import pytest
 
 from agent.runtimes.base import RunnerError, TensorSpec, concrete_shapes, random_inputs
+from tests.conftest import host
 
-ROOT = Path(__file__).resolve().parent.parent
 SHAPE = [1, 3, 96, 96]
-
-
-@pytest.fixture
-def env(tmp_path):
-    e = dict(os.environ, EDGEBENCH_HOME=str(tmp_path / "home"), EDGEBENCH_TARGETS=str(tmp_path / "targets"))
-    yield e
-    from host.targets import LOCAL
-    from host.transports.local import LocalTransport
-
-    LocalTransport(LOCAL, state_dir=tmp_path / "home" / "agents" / "local").stop_agent()
-
-
-def host(env, *args):
-    return subprocess.run([sys.executable, "-m", "host.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)
 
 
 def dynamic_onnx(path: Path) -> Path:

@@ -5,33 +5,15 @@ repeated. Real CLI, real ONNX Runtime calibration, real local agent."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from host.data.datasets import DatasetError, load_dataset
+from tests.conftest import host
 
-ROOT = Path(__file__).resolve().parent.parent
 SIZES = [(20, 24), (30, 30), (17, 40), (64, 48), (25, 25), (33, 21), (40, 40), (18, 18)]
-
-
-@pytest.fixture
-def env(tmp_path):
-    e = dict(os.environ, EDGEBENCH_HOME=str(tmp_path / "home"), EDGEBENCH_TARGETS=str(tmp_path / "targets"))
-    yield e
-    from host.targets import LOCAL
-    from host.transports.local import LocalTransport
-
-    LocalTransport(LOCAL, state_dir=tmp_path / "home" / "agents" / "local").stop_agent()
-
-
-def host(env, *args):
-    return subprocess.run([sys.executable, "-m", "host.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=600)
 
 
 def flat_folder(root: Path) -> Path:
