@@ -80,12 +80,11 @@ def host_runner(path: str, x, runtime_options: dict | None = None):
     quantized to an int8-I/O model's input as the host check does."""
     import numpy as np
 
-    from agent import runtimes
-    from agent.runtimes.base import RunnerOptions, quantize_input
+    from agent.runtimes.base import quantize_input
+    from host.quantize.host_run import load_runner
 
     manifest = json.loads(Path(path + ".manifest.json").read_text())
-    r = runtimes.create(runtimes.choose(manifest["format"]))
-    r.load(path, RunnerOptions(threads=1, runtime_options=dict(runtime_options or {}), manifest=manifest))
+    r = load_runner(path, manifest["format"], manifest, runtime_options=runtime_options)
     spec = r.input_specs()[0]
     x = np.asarray(x)
     if x.ndim == 4 and list(x.shape) != list(spec.shape) and list(x.transpose(0, 2, 3, 1).shape) == list(spec.shape):

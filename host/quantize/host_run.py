@@ -19,6 +19,18 @@ from host.quantize.base import QuantizeError
 Inputs = Union[np.ndarray, list[np.ndarray], tuple[np.ndarray, ...]]
 
 
+def load_runner(path: Any, fmt: str, manifest: Optional[dict[str, Any]] = None, runtime: Optional[str] = None,
+                runtime_options: Optional[dict[str, str]] = None, threads: int = 1) -> Any:
+    """The agent's Runner for `fmt`, loaded with the artifact; a runtime problem is one QuantizeError line."""
+    try:
+        runner = runtimes.create(runtimes.choose(fmt, forced=runtime))
+        runner.load(str(path), RunnerOptions(threads=threads, runtime_options=dict(runtime_options or {}),
+                                             manifest=dict(manifest or {})))
+    except RunnerError as e:
+        raise QuantizeError(f"the host check cannot run {path}: {e.message}") from e
+    return runner
+
+
 def run_artifact(path: Any, fmt: str, x: Inputs, manifest: Optional[dict[str, Any]] = None,
                  runtime: Optional[str] = None, runtime_options: Optional[dict[str, str]] = None,
                  threads: int = 1) -> tuple[list[np.ndarray], dict[str, Any]]:
@@ -26,13 +38,7 @@ def run_artifact(path: Any, fmt: str, x: Inputs, manifest: Optional[dict[str, An
     one array (N, ...) per output; and the runner's describe() (runtime, version, arithmetic)."""
     xs = [x] if isinstance(x, np.ndarray) else list(x)
     n = len(xs[0])
-    try:
-        entry = runtimes.choose(fmt, forced=runtime)
-        runner = runtimes.create(entry)
-        runner.load(str(path), RunnerOptions(threads=threads, runtime_options=dict(runtime_options or {}),
-                                             manifest=dict(manifest or {})))
-    except RunnerError as e:
-        raise QuantizeError(f"the host check cannot run {path}: {e.message}") from e
+    runner = load_runner(path, fmt, manifest, runtime, runtime_options, threads)
     try:
         ins, outs = runner.input_specs(), runner.output_specs()
         if len(ins) != len(xs):
