@@ -237,8 +237,9 @@ class TorchMobileConverter(Converter):
                          "EfficientNet-Lite); --platform executorch or tflite quantize after the clamp")
         chk = checks.finish_checks(agreement, ops, req.method, extra)
         chk["runtime"] = describe_line(desc) + f", quantized engine {desc.get('quantized_engine')}"
-        if kernel_note(engine, precision):
-            chk["device_kernels"] = kernel_note(engine, precision)
+        note = kernel_note(engine, precision)
+        if note:
+            chk["device_kernels"] = note
         outputs = checks.tensor_infos(["output"], [[1, *out.shape[1:]]], ["float32"])
         return checks.finish_manifest(
             req, path, platform=self.platform, fmt=self.format, precision=precision, inputs=inputs,
