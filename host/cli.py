@@ -29,6 +29,7 @@ COMMANDS = {
     "tls": "the project CA and mutual-TLS certificates for agents reached without a tunnel",
     "analyze": "per-layer int8 error vs FP32 and sensitivity ranking, per platform",
     "profile": "per-operator profile on the device with the runtime's own profiler; --compare two artifacts",
+    "compare-ops": "diff two stored per-operator profiles layer by layer (fp32 vs int8, or two devices)",
 }
 
 
@@ -51,9 +52,9 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
             sub.add_parser(name, help=help_)
             continue
         try:
-            mod = importlib.import_module(f"host.commands.{name}")
+            mod = importlib.import_module(f"host.commands.{name.replace('-', '_')}")
         except ModuleNotFoundError as e:
-            if e.name != f"host.commands.{name}":
+            if e.name != f"host.commands.{name.replace('-', '_')}":
                 raise
             sub.add_parser(name, help=help_ + " (not available in this build)")
             continue

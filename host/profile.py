@@ -40,10 +40,6 @@ def build_record(target: Target, art: Artifact, res: dict[str, Any]) -> dict[str
     total = _median(summary.get("run_totals_ms") or [])
     unprofiled = _median(summary.get("unprofiled_ms") or [])
     wall = _median(summary.get("profiled_wall_ms") or [])
-    # an int8 artifact's ops that ran in float (a quantizer skipped them, or a runtime dequantized around them)
-    if any(o["precision"] == "int8" for o in ops):
-        for o in ops:
-            o["stayed_float"] = o["precision"] in ("fp32", "fp16")
     started = res.get("started") or {}
     rec = {"target": target.name, "artifact": art.path.name, "sha256": m.sha256, "model_name": m.model_name,
            "platform": m.platform, "method": m.method, "precision": m.precision,
@@ -57,9 +53,49 @@ def build_record(target: Target, art: Artifact, res: dict[str, Any]) -> dict[str
            "run_totals_ms": summary.get("run_totals_ms", []), "unprofiled_ms": summary.get("unprofiled_ms", []),
            "profiled_wall_ms": summary.get("profiled_wall_ms", []),
            "flags": []}
+    mark_ops(rec)
     if res.get("incomplete"):
         rec["flags"].append(f"incomplete(link lost after {len(ops)} ops: {res['incomplete']})")
     return rec
+
+
+def _norm_backend(name: str) -> str:
+    return name.strip().lower().replace("executionprovider", "").replace("backend", "")
+
+
+def mark_ops(rec: dict[str, Any]) -> dict[str, Any]:
+    """Mark, in place, the ops a reader should look at first: in an int8 artifact the ops that ran in float
+    (`stayed_float`: a quantizer skipped them, or the runtime dequantized around them), and in a delegated
+    artifact the ops that ran outside the delegate (`outside_delegate`: ExecuTorch's portable kernels beside
+    an XNNPACK call, ORT's CPU provider beside another provider). The latter only where the profiler sees
+    ops inside the delegate too: a runtime that reports its layers under its own name (TensorRT) is all inside."""
+    ops = rec.get("ops") or []
+    if any(o.get("precision") == "int8" for o in ops):
+        for o in ops:
+            o["stayed_float"] = o.get("precision") in ("fp32", "fp16")
+    delegates = {_norm_backend(d) for d in str((rec.get("runtime") or {}).get("delegate", "")).split(",")}
+    delegates -= {"", "none", "cpu"}
+    if delegates and any(_norm_backend(o.get("backend", "")) in delegates for o in ops):
+        for o in ops:
+            o["outside_delegate"] = _norm_backend(o.get("backend", "")) not in delegates | {"delegate"}
+    return rec
+
+
+def by_type(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Where one profile's time went by op family (Conv and QLinearConv together, so fp32 and int8 bars line
+    up): summed op medians and their share, largest first; the op types seen in each family kept beside."""
+    fam: dict[str, dict[str, Any]] = {}
+    for o in rec.get("ops") or []:
+        f = fam.setdefault(op_family(o["op_type"]) or "(unnamed)", {"family": "", "ms": 0.0, "ops": 0, "types": []})
+        f["family"] = op_family(o["op_type"]) or "(unnamed)"
+        f["ms"] += o["median_ms"]
+        f["ops"] += 1
+        if o["op_type"] not in f["types"]:
+            f["types"].append(o["op_type"])
+    total = sum(f["ms"] for f in fam.values())
+    for f in fam.values():
+        f["share"] = f["ms"] / total if total > 0 else float("nan")
+    return sorted(fam.values(), key=lambda f: -f["ms"])
 
 
 def unavailable_record(target: Target, art: Artifact, message: str) -> dict[str, Any]:
@@ -166,7 +202,12 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
                      "a": _brief(oa), "b": _brief(ob), "ratio": ratio,
                      "slower": bool(ratio == ratio and ratio > 1.0)})
     total_a, total_b = a.get("op_sum_ms", float("nan")), b.get("op_sum_ms", float("nan"))
-    return {"a": _head(a), "b": _head(b), "rows": rows,
+    fam_a, fam_b = {f["family"]: f for f in by_type(a)}, {f["family"]: f for f in by_type(b)}
+    types = [{"family": k, "a_ms": (fam_a.get(k) or {}).get("ms"), "b_ms": (fam_b.get(k) or {}).get("ms"),
+              "a_share": (fam_a.get(k) or {}).get("share"), "b_share": (fam_b.get(k) or {}).get("share")}
+             for k in sorted(set(fam_a) | set(fam_b),
+                             key=lambda k: -max((fam_a.get(k) or {}).get("ms", 0.0), (fam_b.get(k) or {}).get("ms", 0.0)))]
+    return {"a": _head(a), "b": _head(b), "rows": rows, "by_type": types,
             "total_ratio": total_b / total_a if total_a else float("nan"),
             "slower_in_b": [r for r in rows if r["slower"]],
             "only_b_ms": sum(r["b"]["median_ms"] for r in rows if r["match"] == "only B")}
@@ -190,9 +231,10 @@ def _brief(op: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
     if op is None:
         return None
     return {k: op.get(k) for k in ("name", "source", "op_type", "precision", "backend", "median_ms", "share",
-                                   "stayed_float")}
+                                   "stayed_float", "outside_delegate")}
 
 
 def _head(p: dict[str, Any]) -> dict[str, Any]:
-    return {k: p.get(k) for k in ("artifact", "target", "precision", "runtime", "profiler", "op_sum_ms",
-                                  "profiled_total_ms", "profiled_wall_p50_ms", "unprofiled_p50_ms", "coverage", "overhead", "id")}
+    return {k: p.get(k) for k in ("artifact", "target", "precision", "method", "runtime", "profiler", "op_sum_ms",
+                                  "profiled_total_ms", "profiled_wall_p50_ms", "unprofiled_p50_ms", "coverage", "overhead",
+                                  "id", "flags", "benchmark_id")}

@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
             print_profile(r, args.top)
         if cmp:
             print_compare(cmp)
-        print(f"profiles stored in {store.path}")
+        print(f"profiles stored in {store.path} as #{', #'.join(str(r['id']) for r in recs)} "
+              "(host compare-ops A B lines any two up; host report shows their top ops)")
     return 0 if all(r["status"] == "ok" and not r["flags"] for r in recs) else 1
 
 
@@ -77,8 +78,8 @@ def print_profile(r: dict[str, Any], top: int = 0) -> None:
         print(f"  {r['status']}")
         return
     ops = sorted(r["ops"], key=lambda o: -o["median_ms"])[:top] if top else r["ops"]
-    print_table([[o["name"][:60] + (f" <- {o['source']}" if o.get("source") else ""), o["op_type"][:32], (o["precision"] or "-") + (" (stayed float)" if o.get("stayed_float")
-                                                                               else ""), o["backend"] or "-",
+    print_table([[o["name"][:60] + (f" <- {o['source']}" if o.get("source") else ""), o["op_type"][:32],
+                  (o["precision"] or "-") + marks(o), o["backend"] or "-",
                   f"{o['median_ms']:.4f}", f"{o['share'] * 100:.1f}%"] for o in ops],
                 ["op / layer (<- source module)", "op type", "precision", "backend", "median ms", "share"])
     print(f"  {r['profiler']}; {r['runs']} profiled runs; ops sum {r['op_sum_ms']:.4f} ms, profiled run "
@@ -88,10 +89,30 @@ def print_profile(r: dict[str, Any], top: int = 0) -> None:
           + (f"; {', '.join(r['flags'])}" if r["flags"] else ""))
 
 
+def marks(o: dict[str, Any]) -> str:
+    """The marks a row carries: ' (stayed float)' in an int8 artifact, ' (outside delegate)'."""
+    return (" (stayed float)" if o.get("stayed_float") else "") + (" (outside delegate)" if o.get("outside_delegate")
+                                                                   else "")
+
+
 def print_compare(c: dict[str, Any]) -> None:
     a, b = c["a"], c["b"]
-    print(f"\nA = {a['artifact']} ({a['precision']}), B = {b['artifact']} ({b['precision']}): ops sum "
+
+    def side(h: dict[str, Any]) -> str:
+        rt = (h.get("runtime") or {}).get("name", "")
+        return f"{h['artifact']} on {h['target']} ({h['precision']}{', ' + rt if rt else ''})"
+
+    print(f"\nA = {side(a)}, B = {side(b)}: ops sum "
           f"{a['op_sum_ms']:.4f} -> {b['op_sum_ms']:.4f} ms (B/A {c['total_ratio']:.2f}x)")
+    for k, h in (("A", a), ("B", b)):
+        if h.get("flags"):
+            print(f"  {k} is flagged: {', '.join(h['flags'])} (only what arrived is compared)")
+    if c.get("by_type"):
+        print("where the time went, by op family (sum of op medians, share of each side's ops):")
+        print_table([[t["family"][:32], _ms_v(t["a_ms"]), _pct_v(t["a_share"]), _ms_v(t["b_ms"]),
+                      _pct_v(t["b_share"])] for t in c["by_type"]],
+                    ["op family", "A ms", "A share", "B ms", "B share"])
+        print()
     rows = []
     for r in c["rows"]:
         oa, ob = r["a"] or {}, r["b"] or {}
@@ -107,6 +128,14 @@ def print_compare(c: dict[str, Any]) -> None:
               + ", ".join(f"{r['a']['name']} ({r['ratio']:.2f}x)" for r in slower[:8]))
     if c["only_b_ms"]:
         print(f"ops only B has (e.g. quantize/dequantize) take {c['only_b_ms']:.4f} ms")
+
+
+def _ms_v(v: Any) -> str:
+    return "-" if v is None or v != v else f"{v:.4f}"
+
+
+def _pct_v(v: Any) -> str:
+    return "-" if v is None or v != v else f"{v * 100:.1f}%"
 
 
 def _ms(o: dict[str, Any]) -> str:

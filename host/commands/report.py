@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction, help_: str) -> None:
     p.add_argument("--out", help="write to this file instead of stdout (html defaults to report.html)")
     p.add_argument("--max-drop", type=float, default=1.0,
                    help="accuracy budget in percentage points below FP32 for the best choice per device")
+    p.add_argument("--top-ops", type=int, default=5, metavar="N",
+                   help="per profiled artifact (host profile, deploy --profile), its N slowest ops in the table, "
+                        "JSON and HTML (with a bar per artifact by op type); 0 leaves profiles out")
     p.add_argument("--json", action="store_true", help="same as --format json")
     add_db(p)
     p.set_defaults(func=run)
@@ -41,10 +44,13 @@ def _split(values) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from host.profile_report import extend_report, latest_profiles
     from host.results.report import build_report, render
     from host.results.store import ResultStore
 
     fmt = "json" if args.json else args.format
+    if args.top_ops < 0:
+        raise UserError("--top-ops must be >= 0")
     if args.max_drop < 0:
         raise UserError("--max-drop must be >= 0 (percentage points)")
     path = db_path(args)
@@ -53,11 +59,12 @@ def run(args: argparse.Namespace) -> int:
     store = ResultStore(path)
     try:
         rep = build_report(store, _split(args.target), _split(args.model), args.max_drop)
+        profiles = latest_profiles(store, _split(args.target), _split(args.model)) if args.top_ops > 0 else []
     finally:
         store.close()
-    if not rep["rows"]:
+    if not rep["rows"] and not profiles:
         raise UserError(f"no results in {path} for the given filters (see host deploy, host eval)")
-    text = render(rep, fmt)
+    text = extend_report(render(rep, fmt), fmt, profiles, args.top_ops, len(rep["rows"]))
     out = args.out or ("report.html" if fmt == "html" else None)
     if out:
         try:
