@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 LEGACY := .venv-legacy
 STAMP := $(VENV)/.setup-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
-APT_PACKAGES := adb openssh-server iproute2 nftables dataset-fashion-mnist chromium fortunes
+APT_PACKAGES := adb openssh-server iproute2 nftables dataset-fashion-mnist chromium fortunes postgresql
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 

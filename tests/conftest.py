@@ -18,6 +18,8 @@ if str(ROOT) not in sys.path:
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from tests.postgres_fixture import pg_server, pg_url, results_location  # noqa: E402,F401 (fixtures)
+
 
 def echo_server() -> socket.socket:
     """A loopback TCP server that echoes what it gets (for tunnel and forward tests); close() stops it."""

@@ -56,11 +56,10 @@ def _eval(target, platform, method, top1, sha=None):
             "agreement": {"top1_agreement": 0.99, "cosine": 0.999}, "latency_ms_mean": 1.0}
 
 
-@pytest.fixture
-def db(tmp_path) -> Path:
+def _fill(location) -> None:
     rng = np.random.default_rng(0)
     fp32 = rng.normal(10.0, 0.2, 200)
-    store = ResultStore(tmp_path / "results.sqlite")
+    store = ResultStore(location)
     # pi4: static int8 is 2.5x faster within 0.5 pp; dynamic measures the same as fp32 (same samples,
     # shuffled: not significant); fp16 is fastest but loses 6 pp; pytorch fp32 is slower on its own runtime
     store.add_benchmark(_bench("pi4", "tflite", "fp32", fp32))
@@ -79,6 +78,19 @@ def db(tmp_path) -> Path:
     store.add_benchmark(_bench("local", "tflite", "static", rng.normal(1.5, 0.05, 100), precision="int8"))
     store.add_eval(_eval("local", "tflite", "static", 0.908))
     store.close()
+
+
+@pytest.fixture
+def db(results_location) -> str:
+    """The same stored results in SQLite and in PostgreSQL: every test using it runs on both backends."""
+    _fill(results_location())
+    return results_location()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path) -> Path:
+    """SQLite only: for tests whose subject is rendering (Chromium), not the store."""
+    _fill(tmp_path / "results.sqlite")
     return tmp_path / "results.sqlite"
 
 
@@ -162,7 +174,8 @@ def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
-def test_html_report_renders_in_chromium(db, tmp_path):
+def test_html_report_renders_in_chromium(sqlite_db, tmp_path):
+    db = sqlite_db
     out = tmp_path / "report.html"
     assert main(["report", "--db", str(db), "--format", "html", "--out", str(out)]) == 0
     html = out.read_text()
@@ -194,11 +207,11 @@ def test_html_report_renders_in_chromium(db, tmp_path):
         assert np.sum(np.all(np.abs(img - colour) < 12, axis=1)) > 500, colour
 
 
-def test_identical_files_of_two_methods_stay_two_rows(tmp_path):
+def test_identical_files_of_two_methods_stay_two_rows(results_location):
     """TensorRT fp16 is an engine flag on the same ONNX file: same sha256, two methods, two rows; a
     1% difference between two runs of one file is not called significant."""
     rng = np.random.default_rng(1)
-    store = ResultStore(tmp_path / "r.sqlite")
+    store = ResultStore(results_location())
     store.add_benchmark(_bench("jetson", "tensorrt", "fp32", rng.normal(1.00, 0.01, 300), runtime="onnxruntime",
                                sha="same"))
     store.add_benchmark(_bench("jetson", "tensorrt", "fp16", rng.normal(0.99, 0.01, 300), runtime="onnxruntime",
@@ -214,9 +227,9 @@ def test_identical_files_of_two_methods_stay_two_rows(tmp_path):
     store.close()
 
 
-def test_unsettled_baseline_makes_the_speedup_unreliable(tmp_path):
+def test_unsettled_baseline_makes_the_speedup_unreliable(results_location):
     rng = np.random.default_rng(2)
-    store = ResultStore(tmp_path / "r.sqlite")
+    store = ResultStore(results_location())
     bimodal = np.concatenate([rng.normal(0.3, 0.01, 100), rng.normal(140.0, 5.0, 100)])
     base = _bench("pi4", "pytorch", "fp32", bimodal, runtime="torch-mobile")
     base["flags"] = ["ci-not-reached(225.8%>2.0%)"]
@@ -229,8 +242,8 @@ def test_unsettled_baseline_makes_the_speedup_unreliable(tmp_path):
     store.close()
 
 
-def test_drop_needs_the_same_exam_and_fronts_never_mix_models(tmp_path):
-    store = ResultStore(tmp_path / "r.sqlite")
+def test_drop_needs_the_same_exam_and_fronts_never_mix_models(results_location):
+    store = ResultStore(results_location())
     rng = np.random.default_rng(1)
     store.add_benchmark(_bench("pi4", "tflite", "fp32", rng.normal(10.0, 0.2, 100)))
     store.add_benchmark(_bench("pi4", "tflite", "static", rng.normal(4.0, 0.1, 100), precision="int8"))
@@ -264,8 +277,8 @@ def test_drop_needs_the_same_exam_and_fronts_never_mix_models(tmp_path):
     store.close()
 
 
-def test_each_runtime_row_gets_the_accuracy_measured_on_that_runtime(tmp_path):
-    store = ResultStore(tmp_path / "r.sqlite")
+def test_each_runtime_row_gets_the_accuracy_measured_on_that_runtime(results_location):
+    store = ResultStore(results_location())
     rng = np.random.default_rng(2)
     for rt, top1 in (("litert", 0.91), ("tflite-runtime", 0.89)):
         store.add_benchmark(_bench("pi4", "tflite", "static", rng.normal(4.0, 0.1, 50), runtime=rt))
@@ -277,8 +290,8 @@ def test_each_runtime_row_gets_the_accuracy_measured_on_that_runtime(tmp_path):
     store.close()
 
 
-def test_a_drop_of_exactly_the_budget_is_within_it(tmp_path):
-    store = ResultStore(tmp_path / "r.sqlite")
+def test_a_drop_of_exactly_the_budget_is_within_it(results_location):
+    store = ResultStore(results_location())
     rng = np.random.default_rng(3)
     store.add_benchmark(_bench("pi4", "tflite", "fp32", rng.normal(10.0, 0.2, 50)))
     store.add_benchmark(_bench("pi4", "tflite", "static", rng.normal(4.0, 0.1, 50), precision="int8"))
@@ -288,9 +301,9 @@ def test_a_drop_of_exactly_the_budget_is_within_it(tmp_path):
     store.close()
 
 
-def test_report_shows_both_cis_the_cv_and_the_unstable_flag(tmp_path):
+def test_report_shows_both_cis_the_cv_and_the_unstable_flag(results_location):
     rng = np.random.default_rng(5)
-    store = ResultStore(tmp_path / "r.sqlite")
+    store = ResultStore(results_location())
     store.add_benchmark(_bench("pi4", "tflite", "fp32", rng.normal(10.0, 0.2, 250)))
     # repetitions at 8, 10, 12, 9, 11 ms: each repetition is tight, together they disagree by 16 %
     drifting = np.concatenate([rng.normal(c, 0.05, 50) for c in (8.0, 10.0, 12.0, 9.0, 11.0)])
@@ -348,9 +361,9 @@ def test_single_run_records_and_old_databases_still_read(tmp_path):
     store.close()
 
 
-def test_accuracy_baseline_from_another_platform_is_named_on_the_row(tmp_path):
+def test_accuracy_baseline_from_another_platform_is_named_on_the_row(results_location):
     rng = np.random.default_rng(7)
-    store = ResultStore(tmp_path / "r.sqlite")
+    store = ResultStore(results_location())
     store.add_benchmark(_bench("pi4", "pytorch", "fp32", rng.normal(10.0, 0.2, 100), runtime="torch-mobile"))
     store.add_eval(_eval("pi4", "pytorch", "fp32", 0.91))
     store.add_benchmark(_bench("pi4", "tflite", "static", rng.normal(4.0, 0.1, 100)))
@@ -363,7 +376,8 @@ def test_accuracy_baseline_from_another_platform_is_named_on_the_row(tmp_path):
     store.close()
 
 
-def test_unwritable_outputs_are_one_line_errors(db, tmp_path, capsys):
+def test_unwritable_outputs_are_one_line_errors(sqlite_db, tmp_path, capsys):
+    db = sqlite_db
     assert main(["report", "--db", str(db), "--format", "html", "--out", str(tmp_path / "missing" / "r.html")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "cannot write the report" in err and "Traceback" not in err

@@ -12,15 +12,28 @@ from host.paths import default_db
 
 
 def add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", default=None, help=f"results database (SQLite file; default {default_db()})")
+    p.add_argument("--db", default=None, metavar="PATH|URL",
+                   help=f"results database: a SQLite file, or postgresql://USER[:PASSWORD]@HOST[:PORT]/DB for a "
+                        f"lab shared by many hosts (default: $EDGEBENCH_DB, else {default_db()})")
 
 
 def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
 
 
-def db_path(args: argparse.Namespace) -> Path:
-    return Path(args.db) if getattr(args, "db", None) else default_db()
+def db_path(args: argparse.Namespace) -> Path | str:
+    """--db, else $EDGEBENCH_DB, else the default file; a database URL stays a string (Path would fold its //)."""
+    import os
+
+    loc = getattr(args, "db", None) or os.environ.get("EDGEBENCH_DB")
+    if loc and "://" in loc:
+        return loc
+    return Path(loc) if loc else default_db()
+
+
+def db_exists(loc: Path | str) -> bool:
+    """A SQLite file that is there, or any database URL (a server is asked when the store opens)."""
+    return isinstance(loc, str) or Path(loc).is_file()
 
 
 def expand_artifacts(paths: Iterable[str]) -> list[Artifact]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from host.commands.common import add_db, db_path
+from host.commands.common import add_db, db_exists, db_path
 from host.errors import UserError
 from host.quiet import user_err
 
@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction, help_: str) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--target", action="append", help="only these targets (repeatable or comma-separated)")
     p.add_argument("--model", action="append", help="only these model names (repeatable or comma-separated)")
+    p.add_argument("--label", help="only results of runs with this label (host deploy --label)")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format")
     p.add_argument("--out", help="write to this file instead of stdout (html defaults to report.html)")
     p.add_argument("--max-drop", type=float, default=1.0,
@@ -54,11 +55,11 @@ def run(args: argparse.Namespace) -> int:
     if args.max_drop < 0:
         raise UserError("--max-drop must be >= 0 (percentage points)")
     path = db_path(args)
-    if not Path(path).is_file():
+    if not db_exists(path):
         raise UserError(f"no results database at {path}: run host deploy / host eval first, or pass --db")
     store = ResultStore(path)
     try:
-        rep = build_report(store, _split(args.target), _split(args.model), args.max_drop)
+        rep = build_report(store, _split(args.target), _split(args.model), args.max_drop, label=args.label)
         profiles = latest_profiles(store, _split(args.target), _split(args.model)) if args.top_ops > 0 else []
     finally:
         store.close()

@@ -122,6 +122,9 @@ def _row(b: Optional[dict[str, Any]], e: Optional[dict[str, Any]]) -> dict[str, 
         "agreement": (e or {}).get("agreement") or {},
         "samples": list((b or {}).get("samples") or []),
         "benchmark_id": (b or {}).get("id"), "eval_id": (e or {}).get("id"),
+        # provenance (host deploy --label): which run and host made the latency figure
+        "run_id": (src.get("run") or {}).get("id"), "label": (src.get("run") or {}).get("label"),
+        "host": (src.get("run") or {}).get("host"),
         # filled by _compare
         "baseline": None, "speedup": None, "speedup_ci": None, "speedup_ci_lo": None, "speedup_ci_hi": None,
         "speedup_ci_label": "", "paired_rounds": 0,
@@ -214,10 +217,12 @@ def front_key(r: dict[str, Any]) -> str:
 
 
 def build_report(store: Any, target: Optional[list[str]] = None, model: Optional[list[str]] = None,
-                 max_drop: float = 1.0, sha256: Optional[set[str]] = None) -> dict[str, Any]:
-    """Rows, best choice per device and Pareto fronts; `sha256` keeps only those artifacts."""
-    benches = store.benchmarks(target=target, model=model)
-    evals = store.evals(target=target, model=model)
+                 max_drop: float = 1.0, sha256: Optional[set[str]] = None,
+                 label: Optional[str] = None) -> dict[str, Any]:
+    """Rows, best choice per device and Pareto fronts; `sha256` keeps only those artifacts, `label` only the
+    results of runs with that label (host deploy --label)."""
+    benches = store.benchmarks(target=target, model=model, **({"label": label} if label else {}))
+    evals = store.evals(target=target, model=model, **({"label": label} if label else {}))
     if sha256 is not None:
         benches = [b for b in benches if b.get("sha256") in sha256]
         evals = [e for e in evals if e.get("sha256") in sha256]
