@@ -45,7 +45,7 @@ def build_record(target: Target, art: Artifact, res: dict[str, Any]) -> dict[str
            "platform": m.platform, "method": m.method, "precision": m.precision,
            "runtime": {"name": started.get("runtime", ""), "version": started.get("runtime_version", ""),
                        "delegate": started.get("delegate", "")},
-           "status": "ok", "profiler": summary.get("profiler", ""), "runs": summary.get("runs", 0),
+           "status": "ok", "profiler": summary.get("profiler", ""), "runs": summary.get("runs") or max((o["runs_seen"] for o in ops), default=0),
            "ops": ops, "op_sum_ms": op_sum, "profiled_total_ms": total, "unprofiled_p50_ms": unprofiled,
            "coverage": op_sum / total if total and total == total else float("nan"),
            "profiled_wall_p50_ms": wall,
@@ -107,14 +107,16 @@ def unavailable_record(target: Target, art: Artifact, message: str) -> dict[str,
 
 def profile_artifact(client: AgentClient, target: Target, art: Artifact, options: Any, runs: int,
                      store: Any, log: Log, inputs: Optional[dict] = None, timeout: Optional[float] = None,
-                     benchmark: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+                     benchmark: Optional[dict[str, Any]] = None,
+                     on_event: Optional[Callable[[str, Any], None]] = None) -> dict[str, Any]:
     """One profiled run on the device, stored; a runtime without a profiler gives a record saying so.
     `benchmark`: the stored benchmark record this run follows (deploy --profile), linked by id, and its
     steady-state median kept beside the profiled total."""
     prefix = f"[{target.name}] {art.path.name}"
     t0 = time.monotonic()
     try:
-        res = client.profile(art.manifest.sha256, options, runs=runs, inputs=inputs, timeout=timeout)
+        res = client.profile(art.manifest.sha256, options, runs=runs, inputs=inputs, timeout=timeout,
+                             on_event=on_event)
     except AgentError as e:
         if e.code != "profile-unavailable":
             raise
@@ -123,8 +125,12 @@ def profile_artifact(client: AgentClient, target: Target, art: Artifact, options
     else:
         rec = build_record(target, art, res)
         _add_sources(rec, art, log, prefix)
-        log(f"{prefix}: profiled {rec['runs']} runs, {len(rec['ops'])} ops in {time.monotonic() - t0:.1f} s "
-            f"({rec['profiler']})")
+        if res.get("incomplete"):
+            log(f"{prefix}: the link broke mid-profile ({res['incomplete']}); kept the {len(rec['ops'])} ops that "
+                "arrived, flagged incomplete (no run totals: coverage and overhead not measured)")
+        else:
+            log(f"{prefix}: profiled {rec['runs']} runs, {len(rec['ops'])} ops in {time.monotonic() - t0:.1f} s "
+                f"({rec['profiler']})")
     if benchmark is not None:
         rec["benchmark_id"] = benchmark.get("id")
         rec["steady_p50_ms"] = (benchmark.get("latency_ms") or {}).get("p50")
