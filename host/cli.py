@@ -30,6 +30,8 @@ COMMANDS = {
     "analyze": "per-layer int8 error vs FP32 and sensitivity ranking, per platform",
     "profile": "per-operator profile on the device with the runtime's own profiler; --compare two artifacts",
     "compare-ops": "diff two stored per-operator profiles layer by layer (fp32 vs int8, or two devices)",
+    "compare": "regression gate for CI: candidate vs baseline label, per device x artifact, from stored samples",
+    "lab": "a results database shared by many hosts: device leases, queue, holders (status) and runs",
 }
 
 

@@ -115,9 +115,30 @@ def stand_in_flags(m: Any, runtime: str) -> list[str]:
 
 
 def deploy_target(target: Target, artifacts: list[Artifact], settings: RunSettings, store: ResultStore,
-                  log: Log = stderr_log, dataset: Any = None) -> list[dict[str, Any]]:
+                  log: Log = stderr_log, dataset: Any = None, lab: Any = None) -> list[dict[str, Any]]:
     """Push every artifact, then run their repetitions interleaved (host.schedule), then store one record
-    per artifact (host.repetition_record) and evaluate accuracy once per artifact when asked."""
+    per artifact (host.repetition_record) and evaluate accuracy once per artifact when asked. With `lab`
+    (host.lab.LabSettings) all of it happens under a lease on the device, taken in the lab's queue."""
+    if lab is None:
+        return _deploy_target(target, artifacts, settings, store, log, dataset, None)
+    from host.lab import Lease, LeaseError
+
+    prefix = f"[{target.name}]"
+    try:
+        lease = Lease(lab, target.name, target.kind, target.transport, lambda m: log(f"{prefix} {m}")).acquire()
+    except LeaseError as e:
+        log(f"{prefix} error: {e}")
+        return [error_row(target, a, str(e)) for a in artifacts]
+    if lease.waited_s >= 1:
+        log(f"{prefix} lease granted after {lease.waited_s:.1f} s in the queue")
+    try:
+        return _deploy_target(target, artifacts, settings, store, log, dataset, lease)
+    finally:
+        lease.release()
+
+
+def _deploy_target(target: Target, artifacts: list[Artifact], settings: RunSettings, store: ResultStore,
+                   log: Log, dataset: Any, lease: Any) -> list[dict[str, Any]]:
     prefix = f"[{target.name}]"
 
     def failed(e: Exception) -> list[dict[str, Any]]:
@@ -136,7 +157,7 @@ def deploy_target(target: Target, artifacts: list[Artifact], settings: RunSettin
                 info = client.info()
             except AgentError as e:
                 return failed(e)
-            return _run_target(client, target, artifacts, settings, store, info, log, prefix, dataset)
+            return _run_target(client, target, artifacts, settings, store, info, log, prefix, dataset, lease)
     finally:
         transport.close()
 
@@ -146,7 +167,8 @@ def error_row(target: Target, art: Artifact, err: str) -> dict[str, Any]:
 
 
 def _run_target(client: AgentClient, target: Target, artifacts: list[Artifact], settings: RunSettings,
-                store: ResultStore, info: dict[str, Any], log: Log, prefix: str, dataset: Any) -> list[dict[str, Any]]:
+                store: ResultStore, info: dict[str, Any], log: Log, prefix: str, dataset: Any,
+                lease: Any = None) -> list[dict[str, Any]]:
     errors: dict[int, str] = {}
     pushes: dict[int, dict[str, Any]] = {}
     for i, art in enumerate(artifacts):
@@ -173,6 +195,7 @@ def _run_target(client: AgentClient, target: Target, artifacts: list[Artifact], 
     for pos, (r, i) in enumerate(order):
         art = artifacts[i]
         name = art.path.name
+        t_start = time.time()   # wall-clock span of the repetition: the lab checks runs never overlap on a device
         try:
             res = client.benchmark(art.manifest.sha256, settings.run_options(target), inputs=settings.inputs,
                                    on_event=_bench_progress(log, prefix, f"{name} #{r + 1}/{k}"),
@@ -184,7 +207,7 @@ def _run_target(client: AgentClient, target: Target, artifacts: list[Artifact], 
         if res.get("incomplete"):
             log(f"{prefix} {name}: the link broke mid-run ({res['incomplete']}); keeping the "
                 f"{len(res['samples'])} samples that arrived")
-        reps[i].append(res | {"round": r, "position": pos})
+        reps[i].append(res | {"round": r, "position": pos, "t_start": t_start, "t_end": time.time()})
     out: list[dict[str, Any]] = []
     for i, art in enumerate(artifacts):
         if i in errors or not reps.get(i):
@@ -197,6 +220,10 @@ def _run_target(client: AgentClient, target: Target, artifacts: list[Artifact], 
             log(f"{prefix} NOTE: {art.path.name} ran on an EMULATED CPU ({emulated[0]}): its latency proves "
                 "the pipeline correct, not the speed of the device")
         rec["push"] = pushes[i]
+        if lease is not None:
+            rec["lease"] = lease.info()
+            if lease.lost:   # the device may have been shared with another host for part of this run
+                rec["flags"].append("lease-lost")
         rec["id"] = store.add_benchmark(rec)
         if settings.profile:  # its own run after every repetition: profiling perturbs timing
             from host.profile import profile_artifact
@@ -223,7 +250,7 @@ def _run_target(client: AgentClient, target: Target, artifacts: list[Artifact], 
 
 
 def deploy(targets: list[Target], artifacts: list[Artifact], settings: RunSettings, store: ResultStore,
-           log: Log = stderr_log) -> list[dict[str, Any]]:
+           log: Log = stderr_log, lab: Any = None) -> list[dict[str, Any]]:
     lock = threading.Lock()
 
     def safe_log(msg: str) -> None:
@@ -247,7 +274,7 @@ def deploy(targets: list[Target], artifacts: list[Artifact], settings: RunSettin
                 by_pp[key] = load_eval_data(settings.data, settings.data_limit or None, settings.preprocess, rec)
             dataset[art.manifest.sha256] = by_pp[key]
     if len(targets) == 1:
-        return deploy_target(targets[0], artifacts, settings, store, safe_log, dataset)
+        return deploy_target(targets[0], artifacts, settings, store, safe_log, dataset, lab)
     with ThreadPoolExecutor(max_workers=len(targets)) as pool:
-        futures = [pool.submit(deploy_target, t, artifacts, settings, store, safe_log, dataset) for t in targets]
+        futures = [pool.submit(deploy_target, t, artifacts, settings, store, safe_log, dataset, lab) for t in targets]
         return [r for f in futures for r in f.result()]

@@ -27,7 +27,7 @@ def _rep_entry(res: dict[str, Any], offset: int) -> dict[str, Any]:
             "stop_reason": s["stop_reason"], "import_ms": st.get("import_ms"), "load_ms": s["load_ms"],
             "first_ms": s["first_ms"], "warmup_ms": s["warmup_ms"], "warmup_runs": s["warmup_runs"],
             "peak_rss_mb": s["peak_rss_mb"], "flags": list(s["flags"]), "offset": offset, "n": len(res["samples"]),
-            "incomplete": res.get("incomplete")}
+            "incomplete": res.get("incomplete"), "t_start": res.get("t_start"), "t_end": res.get("t_end")}
 
 
 def merge_flags(per_rep: list[list[str]]) -> list[str]:

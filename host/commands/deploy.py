@@ -14,7 +14,7 @@ JSON_KEYS = ("artifact", "sha256", "target", "model_name", "platform", "method",
              "runtime", "delegate", "threads", "runs", "duration_s", "stop_reason", "latency_ms", "phases_ms", "repeats",
              "between", "repetitions", "schedule", "inputs", "input",
              "peak_rss_mb", "peak_rss_load_mb", "env_before", "env_after", "flags", "push", "eval", "id", "incomplete",
-             "error", "profile")
+             "error", "profile", "run", "lease")
 
 
 def register(sub: argparse._SubParsersAction, help_: str) -> None:
@@ -62,6 +62,17 @@ def register(sub: argparse._SubParsersAction, help_: str) -> None:
                    help="after the measurement, a separate run with the runtime's own per-op profiler (see host "
                         "profile); stored beside the benchmark")
     p.add_argument("--profile-runs", type=int, default=d.profile_runs, help="profiled runs with --profile")
+    g = p.add_argument_group("lab (a results database shared by many hosts: see host lab)")
+    g.add_argument("--label", help="label this run (e.g. a git commit or 'nightly-2026-12-01'): stored with every "
+                   "result, with the run id, this host and the tool versions; host compare gates on it")
+    g.add_argument("--lease", choices=("auto", "on", "off"), default="auto",
+                   help="take a lease on each target before using it, queueing behind other hosts (auto: with a "
+                        "PostgreSQL --db; on: also with a SQLite file, for several deploys on one machine)")
+    g.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+                   help="give up on a target after this long in its queue (default: wait as long as it takes)")
+    g.add_argument("--lease-ttl", type=float, default=60.0, metavar="SECONDS",
+                   help="a lease not renewed for this long expires (the heartbeat renews it every ttl/4), so a "
+                        "crashed host frees the device within it")
     add_db(p)
     add_json(p)
     p.set_defaults(func=run)
@@ -98,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--repeats must be between 1 and 100, got {args.repeats}")
     if not 1 <= args.profile_runs <= 1000:
         raise UserError(f"--profile-runs must be between 1 and 1000, got {args.profile_runs}")
+    if args.wait is not None and args.wait < 0:
+        raise UserError(f"--wait must be >= 0 seconds, got {args.wait:g}")
+    if not 1 <= args.lease_ttl <= 86400:
+        raise UserError(f"--lease-ttl must be between 1 and 86400 seconds, got {args.lease_ttl:g}")
     inputs = load_inputs(args.inputs) if args.inputs else None   # every argument is checked before any work
     targets = [get_target(t.strip()) for t in args.target.split(",") if t.strip()]
     artifacts = expand_artifacts(args.artifact)
@@ -108,7 +123,19 @@ def run(args: argparse.Namespace) -> int:
                            preprocess=args.preprocess,
                            inputs=inputs, profile=args.profile, profile_runs=args.profile_runs)
     store = ResultStore(db_path(args))
-    results = deploy(targets, artifacts, settings, store)
+    run_info = store.begin_run(args.label)
+    lab = None
+    if args.lease == "on" or (args.lease == "auto" and store.shared):
+        from host.lab import LabSettings
+
+        lab = LabSettings(location=db_path(args), ttl=args.lease_ttl, wait=args.wait, run_id=run_info["id"],
+                          label=args.label, host=run_info["host"], user=run_info.get("user", ""))
+    status = "interrupted"
+    try:
+        results = deploy(targets, artifacts, settings, store, lab=lab)
+        status = "failed" if any("error" in r for r in results) else "done"
+    finally:
+        store.finish_run(status)
     if args.json:
         dump_json([{k: r[k] for k in JSON_KEYS if k in r} for r in results])
     else:
@@ -133,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
                 if r.get("profile"):
                     print()
                     print_profile(r["profile"] | {"artifact": r["artifact"], "target": r["target"]}, top=10)
-        print(f"results stored in {store.path}")
+        print(f"results stored in {store.path} (run {run_info['id']}"
+              + (f", label {args.label})" if args.label else ")"))
     failed = any("error" in r or r.get("incomplete") or "error" in (r.get("eval") or {}) for r in results)
     return 1 if failed else 0

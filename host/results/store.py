@@ -77,12 +77,12 @@ class ResultStore:
     def begin_run(self, label: Optional[str] = None, command: Optional[list[str]] = None,
                   extra_versions: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         """Start a run: every record written until finish_run() carries its id, label and host."""
-        run = {"id": uuid.uuid4().hex[:16], "label": label or None, "host": host_name()}
-        versions = tool_versions() | (extra_versions or {})
         try:
             user = os.environ.get("USER") or __import__("getpass").getuser()
         except Exception:   # no passwd entry in a container: the run is still worth recording
             user = ""
+        run = {"id": uuid.uuid4().hex[:16], "label": label or None, "host": host_name(), "user": user}
+        versions = tool_versions() | (extra_versions or {})
         self.db.execute("INSERT INTO runs (run_id, label, host, username, command, started, status, versions) "
                         "VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
                         (run["id"], run["label"], run["host"], user, json.dumps(command or sys.argv[1:]),
