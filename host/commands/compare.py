@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                          r["threads"], f"{r['baseline_reps']}/{r['candidate_reps']}", lat, pct(r["ratio"]), ci, acc,
                          ("FAIL " if r["fails"] else "") + r["verdict"]])
         print_table(rows, ["target", "model", "platform/method", "runtime", "thr", "reps b/c", "p50 ms b -> c",
-                           "change", "CI of the change", "accuracy", "verdict"])
+                           "change (HL)", "its CI", "accuracy", "verdict"])
         verdict = "FAILED" if not res["passed"] else "passed"
         print(f"\ngate {verdict}: {res['regressions']} regression(s) of {len(res['rows'])} rows "
               f"(slower than +{args.max_slowdown:g}% with the whole CI above 0, or accuracy down more than "
