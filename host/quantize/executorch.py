@@ -78,6 +78,21 @@ def delegation(edge: Any) -> dict[str, Any]:
     return {"backend": "XnnpackBackend", "delegate_calls": delegates, "ops_outside_delegate": outside}
 
 
+def _save_etrecord(program: Any, path: Any, say: Any) -> str:
+    """`<artifact>.etrecord` beside the .pte (host.profile_sources reads it to name profile rows by torch
+    module); '' when this executorch cannot give one: the artifact is whole without it."""
+    from host.profile_sources import etrecord_for
+
+    try:
+        rec = program.get_etrecord()
+        out = etrecord_for(path)
+        rec.save(str(out))
+    except Exception as e:  # noqa: BLE001 - an optional by-product; the profile then keeps the runtime's names
+        say(f"executorch: no ETRecord written ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})")
+        return ""
+    return out.name
+
+
 class ExecuTorchConverter(Converter):
     platform = "executorch"
     format = "pte"
@@ -120,6 +135,7 @@ class ExecuTorchConverter(Converter):
             path = checks.artifact_path(req, self.platform, "pte")
             with open(path, "wb") as f:
                 program.write_to_file(f)
+            etrecord = _save_etrecord(program, path, say)
         deleg = delegation(edge)
         say(f"executorch {req.method}: wrote {path.name} ({path.stat().st_size / 1e6:.2f} MB); checking with the ExecuTorch runtime")
         x, check_src = checks.check_inputs(req, shape)
@@ -133,6 +149,8 @@ class ExecuTorchConverter(Converter):
         chk = checks.finish_checks(agreement, ops, req.method, extra)
         chk["runtime"] = describe_line(desc)
         chk["delegation"] = deleg
+        if etrecord:
+            chk["etrecord"] = etrecord
         return checks.finish_manifest(
             req, path, platform=self.platform, fmt=self.format, precision=precision,
             inputs=inputs, outputs=checks.tensor_infos(["output"], [[1, *out.shape[1:]]], ["float32"]),
@@ -158,7 +176,8 @@ class ExecuTorchConverter(Converter):
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
-        edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+        # the ETRecord (kept beside the .pte) maps the device's ETDump events back to torch modules (host profile)
+        edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()], generate_etrecord=True)
         return edge, edge.to_executorch()
 
     @staticmethod
