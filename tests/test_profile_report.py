@@ -177,3 +177,29 @@ def test_report_and_compare_ops_read_stored_profiles(agent, models, env, tmp_pat
     for bad in (("999", str(fp32["id"])), ("nothing.onnx@local", "1"), (str(fp32["id"]), str(fp32["id"]))):
         r = host(env, "compare-ops", *bad, "--db", str(db))
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "error:" in r.stderr
+
+
+def test_marks_and_xnnpack_precision_on_captured_rows():
+    """Pure parts on rows shaped like the runtimes' own: XNNPACK labels name a datatype after the layout (a
+    layout alone says nothing: no precision); outside-delegate marks only where the profiler sees the delegate."""
+    from agent.runtimes.profiling import _xnn_precision
+    from host.profile import mark_ops
+
+    assert [_xnn_precision(x) for x in ("Convolution (NHWC, QC8) IGEMM", "Fully Connected (NC, QD8, F32, QC8W)",
+                                        "Convolution (NHWC, F32) IGEMM", "Add (ND)", "Clamp (NC)")] == \
+        ["int8", "int8", "fp32", "", ""]
+
+    def rec(delegate: str, rows: list[tuple[str, str]]) -> dict:
+        return mark_ops({"runtime": {"delegate": delegate},
+                         "ops": [{"op_type": t, "backend": b, "precision": "fp32"} for t, b in rows]})
+    et = rec("xnnpack", [("Convolution (NHWC, F32) IGEMM", "xnnpack"), ("delegate call", "xnnpack"),
+                         ("mean", "portable")])
+    assert [o["outside_delegate"] for o in et["ops"]] == [False, False, True]
+    ort_ep = rec("XnnpackExecutionProvider", [("Conv", "xnnpack"), ("Gather", "cpu")])
+    assert [o["outside_delegate"] for o in ort_ep["ops"]] == [False, True]
+    for plain in (rec("cpu", [("Conv", "cpu")]), rec("gpu", [("conv1 + relu1", "tensorrt")]),
+                  rec("none", [("aten::conv2d", "cpu")])):
+        assert not any("outside_delegate" in o for o in plain["ops"])   # nothing to be outside of
+    int8 = mark_ops({"runtime": {}, "ops": [{"op_type": "QLinearConv", "backend": "cpu", "precision": "int8"},
+                                            {"op_type": "ReduceMean", "backend": "cpu", "precision": "fp32"}]})
+    assert [o["stayed_float"] for o in int8["ops"]] == [False, True]

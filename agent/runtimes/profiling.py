@@ -83,7 +83,7 @@ def parse_ort_trace(events: list[dict[str, Any]], skip_runs: int = 0) -> dict[st
 
 
 # ---- ExecuTorch ---------------------------------------------------------------------------------
-_XNN_PRECISION = re.compile(r"\((?:[A-Z]+, )?([A-Z0-9]+)\)")
+_XNN_PRECISION = re.compile(r"\(([A-Z0-9, ]+)\)")
 _XNN_TYPES = {"F32": "fp32", "F16": "fp16", "QS8": "int8", "QU8": "int8", "QC8": "int8", "QD8": "int8",
               "QP8": "int8", "X32": "fp32", "X8": "int8", "X16": "fp16"}
 
@@ -93,7 +93,8 @@ def _xnn_precision(label: str) -> str:
     m = _XNN_PRECISION.search(label)
     if not m:
         return ""
-    return _XNN_TYPES.get(m.group(1), m.group(1).lower())
+    # the first datatype token; layout tokens (NC, NHWC, ND) say nothing about precision: ""
+    return next((_XNN_TYPES[t] for t in (x.strip() for x in m.group(1).split(",")) if t in _XNN_TYPES), "")
 
 
 def parse_etdump_runs(run_blocks: Iterable[Any], ticks_per_ms: float = 1e6) -> dict[str, Any]:
