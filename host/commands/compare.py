@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction, help_: str) -> None:
         "otherwise; exit 2 on bad input (unknown label, nothing to compare)."),
         epilog="CI: host deploy --target pi4 --artifact out/ --label $GIT_SHA --db $LAB && host compare --baseline "
                "main-nightly --candidate $GIT_SHA --db $LAB. With 5 repetitions per side the CI's exact level is "
-               "96.8%%; with fewer it is lower and printed as it is.",
+               "96.8%; with fewer it is lower and printed as it is.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--baseline", required=True, help="label of the reference runs")
     p.add_argument("--candidate", required=True, help="label of the runs under test")
