@@ -5,6 +5,7 @@ two stored profiles by the selectors a user types. Real agent, real runtimes (ON
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import re
@@ -174,6 +175,22 @@ def test_report_and_compare_ops_read_stored_profiles(agent, models, env, tmp_pat
     assert "where the time went" in r.stdout and "on local" in r.stdout
     r = host(env, "compare-ops", "--list", "--db", str(db))
     assert r.returncode == 0 and "net_int8.onnx" in r.stdout
+
+    # one artifact on two devices (a second target name on the same agent here): ARTIFACT@TARGET picks each side,
+    # the bare name is ambiguous and says so; every layer pairs with itself by name
+    store = ResultStore(db)
+    art = load_artifact(models["fp32"])
+    with AgentClient(agent.address) as cl:
+        profile_artifact(cl, dataclasses.replace(LOCAL, name="bench2"), art, cl.run_options(threads=1), 5, store,
+                         lambda m: None)
+    store.close()
+    r = host(env, "compare-ops", "net_fp32.onnx@local", "net_fp32.onnx@bench2", "--db", str(db), "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    c = json.loads(r.stdout)
+    assert (c["a"]["target"], c["b"]["target"]) == ("local", "bench2")
+    assert [x["match"] for x in c["rows"]] == ["name"] * len(fp32["ops"])
+    r = host(env, "compare-ops", "net_fp32.onnx", "net_fp32.onnx@bench2", "--db", str(db))
+    assert r.returncode == 2 and "profiled on bench2, local" in r.stderr
     for bad in (("999", str(fp32["id"])), ("nothing.onnx@local", "1"), (str(fp32["id"]), str(fp32["id"]))):
         r = host(env, "compare-ops", *bad, "--db", str(db))
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "error:" in r.stderr
@@ -203,3 +220,24 @@ def test_marks_and_xnnpack_precision_on_captured_rows():
     int8 = mark_ops({"runtime": {}, "ops": [{"op_type": "QLinearConv", "backend": "cpu", "precision": "int8"},
                                             {"op_type": "ReduceMean", "backend": "cpu", "precision": "fp32"}]})
     assert [o["stayed_float"] for o in int8["ops"]] == [False, True]
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("executorch"), reason="needs executorch (extra: executorch)")
+def test_quantize_writes_the_etrecord_the_profile_reads(agent, env, tmp_path):
+    """`host quantize` for ExecuTorch keeps an ETRecord beside the .pte; a profile of that artifact then names its
+    rows by torch module (conv, depthwise conv, linear of ReLU6Net); without it the rows keep the runtime's names."""
+    out = tmp_path / "out"
+    r = host(env, "quantize", "--model", "tests.models_for_tests:relu6_net", "--platform", "executorch",
+             "--method", "fp32", "--check-samples", "4", "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    pte = Path(json.loads(r.stdout)[0]["path"])
+    etrecord = pte.with_name(pte.name + ".etrecord")
+    assert etrecord.is_file() and json.loads(Path(str(pte) + ".manifest.json").read_text())["checks"]["etrecord"] \
+        == etrecord.name
+    store = ResultStore(tmp_path / "r.sqlite")
+    rec = _stored(agent, store, pte)
+    assert rec["sources_from"] == etrecord.name
+    assert [o["source"] for o in rec["ops"] if o["source"]] == ["c1", "c2", "fc"]
+    etrecord.unlink()
+    bare = _stored(agent, store, pte)
+    assert "sources_from" not in bare and not any(o["source"] for o in bare["ops"])
