@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction, help_: str) -> None:
         "ExecuTorch ETDump, torch's profiler around the lite interpreter; TensorRT's IProfiler), in a run of its "
         "own, never inside a benchmark's steady state. Per op: name, op type, precision, backend, median time "
         "over the profiled runs and share of the ops' total. LiteRT's Python API reaches no op profiler: it "
-        "says so in one line. --compare lines a second artifact up op by op (e.g. fp32 vs int8)."))
+        "says so in one line. --compare lines a second artifact up op by op (e.g. fp32 vs int8). Profiles are stored: "
+        "host compare-ops diffs any two later (also across devices), host report shows each artifact's top ops."))
     p.add_argument("--target", required=True, help="target name (see host targets list)")
     p.add_argument("--artifact", required=True, help="artifact file (A)")
     p.add_argument("--compare", metavar="B", help="a second artifact to line up with A op by op")
