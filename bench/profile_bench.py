@@ -5,11 +5,12 @@ fp32 and static int8, through a real local agent's Profile call (the path `host 
     overhead  = profiled run total (as the profiler timed it) / unprofiled median of the same feed, same runner
     wall      = profiled runs timed around the call / the same unprofiled median (what `host profile` prints)
     coverage  = sum of the per-op medians / profiled run total   (goal >= 0.9 where the runtime reports every op)
+    named     = ops mapped to a source layer (ExecuTorch: through the ETRecord host quantize keeps beside the .pte)
 
 Each figure is the median over --repeats profiles of --runs profiled runs each (1 thread, batch 1). LiteRT's
 Python API reaches no op profiler: its row says so and carries no numbers. Writes bench/results/profile.json.
 
-    python bench/profile_bench.py [--model classifier,efficientnet-lite0] [--runs 20] [--repeats 3] [--keep DIR]
+    python bench/profile_bench.py [--model classifier,efficientnet-lite0] [--runs 20] [--repeats 3] [--platform P,..] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ RUNTIME = {"executorch": "ExecuTorch + XNNPACK (ETDump)", "pytorch": "torch lite
            "tensorrt": "ONNX Runtime CPU, TensorRT stand-in (session profiling)", "tflite": "LiteRT"}
 
 
-def quantize(name: str, spec: dict[str, Any], out: Path) -> list[dict[str, Any]]:
+def quantize(name: str, spec: dict[str, Any], out: Path, platforms: list[str]) -> list[dict[str, Any]]:
     arts = []
     for platform, methods in PLATFORMS.items():
+        if platform not in platforms:
+            continue
         cmd = [sys.executable, "-m", "host.cli", "quantize", "--model", spec["factory"], "--platform", platform,
                "--method", methods, "--calib", spec["calib"], "--calib-samples", str(spec["calib_samples"]),
                "--check-data", spec["check"], "--check-samples", str(spec["check_samples"]), "--out", str(out),
@@ -67,7 +70,7 @@ def _med(xs: list[float]) -> float | None:
 def profile(agent: Agent, art_path: str, runs: int, repeats: int) -> dict[str, Any]:
     from host.artifacts import load_artifact
     from host.client import AgentClient, AgentError
-    from host.profile import build_record
+    from host.profile import add_sources, build_record
     from host.targets import LOCAL
 
     art = load_artifact(Path(art_path))
@@ -81,6 +84,7 @@ def profile(agent: Agent, art_path: str, runs: int, repeats: int) -> dict[str, A
                 return {"status": str(e)}
             recs.append(build_record(LOCAL, art, res))
     r0 = recs[-1]
+    add_sources(r0, art, lambda m: print(f"  {m}", file=sys.stderr), art.path.name)   # the ETRecord beside a .pte
     ratio = [r["profiled_total_ms"] / r["unprofiled_p50_ms"] for r in recs]
     return {"status": "ok", "profiler": r0["profiler"], "runtime": r0["runtime"], "ops": len(r0["ops"]),
             "runs": runs, "repeats": repeats,
@@ -91,6 +95,9 @@ def profile(agent: Agent, art_path: str, runs: int, repeats: int) -> dict[str, A
             "wall_overhead": _med([r["overhead"] for r in recs]),
             "coverage": _med([r["coverage"] for r in recs]),
             "coverage_per_repeat": [round(r["coverage"], 3) for r in recs],
+            # only where an ETRecord named them (ONNX node names already are module paths; torch keeps none)
+            "ops_with_source": sum(bool(o.get("source")) for o in r0["ops"]) if r0.get("sources_from") else None,
+            "sources_from": r0.get("sources_from"),
             "stayed_float_ops": sum(bool(o.get("stayed_float")) for o in r0["ops"]),
             "outside_delegate_ops": sum(bool(o.get("outside_delegate")) for o in r0["ops"]),
             "flags": sorted({f for r in recs for f in r["flags"]})}
@@ -101,6 +108,7 @@ def main() -> int:
     ap.add_argument("--model", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
     ap.add_argument("--runs", type=int, default=20, help="profiled runs per profile")
     ap.add_argument("--repeats", type=int, default=3, help="profiles per artifact")
+    ap.add_argument("--platform", default=",".join(PLATFORMS), help="comma-separated: " + ", ".join(PLATFORMS))
     ap.add_argument("--keep", type=Path, help="keep the artifacts in this directory")
     args = ap.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="edgebench-profbench-"))
@@ -108,7 +116,7 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     try:
         for name in (m for m in args.model.split(",") if m):
-            for a in quantize(name, MODELS[name], root / name):
+            for a in quantize(name, MODELS[name], root / name, args.platform.split(",")):
                 row = {"model": name, "platform": a["platform"], "method": a.get("method"),
                        "precision": a.get("precision"), "runtime_label": RUNTIME.get(a["platform"], "")}
                 if "error" in a:
@@ -127,14 +135,14 @@ def main() -> int:
     p = write_result("profile", {"threads": 1, "batch": 1, "runs": args.runs, "repeats": args.repeats,
                                  "coverage_goal": 0.9, "rows": rows})
     print(f"\n{'model':<19}{'platform':<11}{'method':<8}{'ops':>5}{'unprof ms':>11}{'prof ms':>10}{'overhead':>10}"
-          f"{'wall':>7}{'coverage':>10}")
+          f"{'wall':>7}{'coverage':>10}{'named':>7}")
     for r in rows:
         if r["status"] != "ok":
             print(f"{r['model']:<19}{r['platform']:<11}{r['method'] or '-':<8}  {r['status'][:90]}")
             continue
         print(f"{r['model']:<19}{r['platform']:<11}{r['method']:<8}{r['ops']:>5}{r['unprofiled_p50_ms']:>11.3f}"
               f"{r['profiled_total_p50_ms']:>10.3f}{r['overhead']:>9.2f}x{r['wall_overhead']:>6.2f}x"
-              f"{r['coverage']:>10.2f}")
+              f"{r['coverage']:>10.2f}{'-' if r['ops_with_source'] is None else r['ops_with_source']:>7}")
     print(f"\nwritten {p}")
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)

@@ -124,7 +124,7 @@ def profile_artifact(client: AgentClient, target: Target, art: Artifact, options
         rec = unavailable_record(target, art, str(e))
     else:
         rec = build_record(target, art, res)
-        _add_sources(rec, art, log, prefix)
+        add_sources(rec, art, log, prefix)
         if res.get("incomplete"):
             log(f"{prefix}: the link broke mid-profile ({res['incomplete']}); kept the {len(rec['ops'])} ops that "
                 "arrived, flagged incomplete (no run totals: coverage and overhead not measured)")
@@ -138,7 +138,7 @@ def profile_artifact(client: AgentClient, target: Target, art: Artifact, options
     return rec
 
 
-def _add_sources(rec: dict[str, Any], art: Artifact, log: Log, prefix: str) -> None:
+def add_sources(rec: dict[str, Any], art: Artifact, log: Log, prefix: str) -> None:
     """ExecuTorch rows get their torch module paths from an ETRecord kept beside the artifact, when there is one."""
     from host.profile_sources import etrecord_for, map_executorch_sources
 

@@ -4,9 +4,8 @@ same comparison `host profile --compare` prints), e.g. fp32 vs int8 on one devic
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from host.commands.common import add_db, add_json, db_path, dump_json, print_table
+from host.commands.common import add_db, add_json, db_exists, db_path, dump_json, print_table
 from host.errors import UserError
 
 
@@ -38,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from host.results.store import ResultStore
 
     path = db_path(args)
-    if not Path(path).is_file():
+    if not db_exists(path):
         raise UserError(f"no results database at {path}: run host profile or host deploy --profile first, or pass --db")
     if args.top < 0:
         raise UserError(f"--top must be >= 0, got {args.top}")
