@@ -28,6 +28,9 @@ $(STAMP):
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[host,dev]'
+	@# onnx2torch (ONNX sources for the torch platforms) declares torchvision, whose PyPI wheel links CUDA torch:
+	@# installed without it (host/models/onnx_torch.py imports it with a placeholder torchvision)
+	$(BIN)/pip install -q --no-deps onnx2torch==1.5.15
 	@# tflite-runtime (older Raspberry Pi OS images) needs numpy<2, so it gets a venv of its own for its test
 	@test -x $(LEGACY)/bin/python || $(PY) -m venv $(LEGACY)
 	$(LEGACY)/bin/pip install -q 'numpy<2' 'tflite-runtime==2.14.0'

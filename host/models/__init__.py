@@ -57,7 +57,12 @@ class ModelSource:
         return self.kind in TORCH_KINDS
 
     def torch_module(self) -> Any:
-        """An eval-mode torch.nn.Module (ExportedProgram -> .module(); TorchScript stays scripted)."""
+        """An eval-mode torch.nn.Module (ExportedProgram -> .module(); TorchScript stays scripted; an ONNX graph
+        through onnx2torch, checked against ONNX Runtime: host.models.onnx_torch)."""
+        if self.kind == "onnx":
+            from host.models.onnx_torch import convert
+
+            return convert(self)
         obj = self.load()
         if self.kind == "exported":
             return obj.module()

@@ -260,6 +260,8 @@ def finish_manifest(req: Any, path: Any, *, platform: str, fmt: str, precision: 
                  calibration=calibration or {}, preprocessing=preprocessing_of(req),
                  source=req.source.describe(), engine=engine or {}, checks=checks,
                  tool_versions=versions, conversion_s=round(conversion_s, 3), created=now_iso())
+    if req.source.kind == "onnx" and platform != "tensorrt":   # the torch platforms took it through onnx2torch
+        m.source["converted_with"] = getattr(req.source.torch_module(), "edgebench_check", None)
     art = Artifact(p, m)
     art.write_manifest()
     return art

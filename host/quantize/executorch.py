@@ -102,9 +102,13 @@ class ExecuTorchConverter(Converter):
         base = super().unsupported_reason(source, method)
         if base:
             return base
+        if source.kind == "onnx":
+            from host.models.onnx_torch import unsupported_reason
+
+            return unsupported_reason(source, self.platform)
         if source.kind not in ("torch", "exported"):
             return (f"a {source.kind} model cannot become an ExecuTorch program: ExecuTorch needs a PyTorch "
-                    "factory or a torch.export .pt2 (TorchScript, ONNX and Keras cannot be exported)")
+                    "factory, a torch.export .pt2 or an .onnx (TorchScript and Keras cannot be exported)")
         if source.kind == "exported" and method == "qat":
             return ("qat needs a package.module:function factory: an ExportedProgram is frozen to its "
                     "example batch and eval-mode graph, so it cannot be fine-tuned")

@@ -55,16 +55,20 @@ class TFLiteConverter(Converter):
                 return ("tflite qat needs a Keras model (.keras/.h5): tfmot annotates Keras layers, "
                         "which a SavedModel does not keep")
             return None
-        if kind in ("torch", "exported"):
+        if kind == "onnx" and method in TORCH_METHODS:
+            from host.models.onnx_torch import unsupported_reason
+
+            return unsupported_reason(source, self.platform)
+        if kind in ("torch", "exported", "onnx"):
             if method not in TORCH_METHODS:
-                return (f"tflite {method} from a PyTorch model is not offered by litert-torch (has: "
-                        f"{', '.join(TORCH_METHODS)}); use a Keras source, or --platform pytorch/executorch")
+                return (f"tflite {method} from {'an ONNX' if kind == 'onnx' else 'a PyTorch'} model is not offered by "
+                        f"litert-torch (has: {', '.join(TORCH_METHODS)}); use a Keras source"
+                        + (", or --platform tensorrt --method fp16" if method == "fp16" else ""))
             return None
         if kind == "torchscript":
             return ("litert-torch converts nn.Modules and ExportedPrograms, not TorchScript: pass a "
                     "package.module:function factory or a .pt2")
-        return (f"a {kind} model cannot become TFLite here: use a Keras/SavedModel or PyTorch source "
-                f"(or --platform tensorrt for ONNX)")
+        return (f"a {kind} model cannot become TFLite here: use a Keras/SavedModel, PyTorch or ONNX source")
 
     def quantize(self, req: QuantizeRequest) -> Artifact:
         reason = self.unsupported_reason(req.source, req.method)
@@ -309,7 +313,7 @@ def _host_check(req: QuantizeRequest, path: Any, shape: tuple[int, ...], extra_w
     else:
         # ExportedPrograms are specialised to their example batch (torch 2.13 raises AssertionError,
         # not the RuntimeError checks.source_reference falls back on): feed them one sample at a time.
-        ref = checks.source_reference(src, x, batch_size=1 if src.kind == "exported" else 50)
+        ref = checks.source_reference(src, x, batch_size=1 if src.kind in ("exported", "onnx") else 50)
     agreement = checks.compare_outputs(ref, out, src.task)
     agreement["data"] = data_name
     y = _labels_for(req, data_name, len(x))

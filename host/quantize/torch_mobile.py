@@ -170,9 +170,13 @@ class TorchMobileConverter(Converter):
         base = super().unsupported_reason(source, method)
         if base:
             return base
+        if source.kind == "onnx":
+            from host.models.onnx_torch import unsupported_reason
+
+            return unsupported_reason(source, self.platform)
         if not source.is_torch:
             return (f"a {source.kind} model cannot become PyTorch Mobile: use a PyTorch factory, .pt2 or "
-                    f"TorchScript source (or --platform tflite/tensorrt for {source.kind})")
+                    f"TorchScript source (or --platform tflite for {source.kind})")
         if source.kind == "exported" and method != "fp32":
             return (f"{method} on pytorch needs a package.module:function factory: FX quantization matches "
                     "nn.Modules and functionals, not the aten ops of an ExportedProgram (use --platform executorch)")
@@ -262,7 +266,7 @@ class TorchMobileConverter(Converter):
                                 f"{str(e).splitlines()[0] if str(e) else ''}); try --method dynamic or "
                                 "--platform executorch") from e
         say(f"pytorch static: calibrating with {len(x)} samples ({req.calib_method})")
-        run_torch_calibration(prepared, x, 1 if req.source.kind == "exported" else 32, say)
+        run_torch_calibration(prepared, x, 1 if req.source.kind in ("exported", "onnx") else 32, say)
         unfused = unfused_relu6(prepared)   # before convert_fx, which rewrites the graph in place
         return convert_fx(prepared), {
             "method": req.calib_method, "samples": int(len(x)), "dataset": req.calib.name,
