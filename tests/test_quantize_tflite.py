@@ -274,7 +274,8 @@ def test_torch_transformer_dynamic_through_litert_torch(tmp_path):
 
 def test_impossible_pairs_and_missing_data_are_one_line_errors(keras_file, data, tmp_path):
     conv = TFLiteConverter()
-    for kind, method, words in (("onnx", "fp32", "cannot become TFLite"),
+    for kind, method, words in (("savedmodel", "qat", "needs a Keras model"),
+                                ("onnx", "fp16", "--platform tensorrt --method fp16"),
                                 ("torchscript", "fp32", "not TorchScript"),
                                 ("torch", "fp16", "not offered by litert-torch"),
                                 ("keras", "int4", "no method")):

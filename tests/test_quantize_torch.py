@@ -478,15 +478,6 @@ def test_bad_sources_and_impossible_pairs(capsys, tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
-def test_onnx_source_cannot_become_pytorch_mobile(capsys, tmp_path: Path) -> None:
-    from tests.models_for_tests import mlp
-
-    path = tmp_path / "m.onnx"
-    torch.onnx.export(mlp(), (torch.zeros(1, 1, 28, 28),), str(path), dynamo=False)
-    line = _one_line_error(capsys, "--model", str(path), "--platform", "pytorch", "--out", str(tmp_path / "o"))
-    assert "onnx model cannot become PyTorch Mobile" in line
-
-
 def test_image_folder_calibration_with_a_preprocess_spec(capsys, tmp_path: Path, agent) -> None:
     """--calib DIR --preprocess: grey 32x32 PNGs resized to the model's 28x28, normalised as Fashion-MNIST;
     the spec is what the manifest records, and what host eval compares its data against."""
