@@ -35,7 +35,7 @@ def ort_spec(arg: Any, quant: dict[str, tuple[float, int]]) -> TensorSpec:
     """An onnxruntime NodeArg -> TensorSpec; symbolic/unknown dims become -1."""
     dtype = ORT_TYPES.get(arg.type)
     if dtype is None:
-        raise RunnerError("bad-input", f"tensor {arg.name} has unsupported type {arg.type}")
+        raise RunnerError("bad-input", f"tensor {arg.name!r} has unsupported type {arg.type}")
     shape = [d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or [])]
     scale, zp = quant.get(arg.name, (0.0, 0))
     return TensorSpec(name=arg.name, dtype=dtype, shape=shape, scale=scale, zero_point=zp)

@@ -139,14 +139,14 @@ class _InterpreterRunner(Runner):
         for spec, (name, index), arr in zip(self._in_specs, self._inputs, arrays):
             arr = np.asarray(arr)
             if arr.dtype != np.dtype(spec.dtype):
-                raise RunnerError("bad-input", f"input {name} wants {spec.dtype}, got {arr.dtype}"
+                raise RunnerError("bad-input", f"input {name!r} wants {spec.dtype}, got {arr.dtype}"
                                   " (quantize float data with the spec's scale/zero-point)")
             current = list(self._interp.get_tensor(index).shape)
             if list(arr.shape) != current:
                 fixed_ok = len(arr.shape) == len(spec.shape) and all(
                     s < 0 or s == a for s, a in zip(spec.shape, arr.shape))
                 if not fixed_ok:
-                    raise RunnerError("bad-input", f"input {name} has shape {list(spec.shape)}, got {list(arr.shape)}")
+                    raise RunnerError("bad-input", f"input {name!r} takes shape {list(spec.shape)}, got {list(arr.shape)}")
                 self._interp.resize_tensor_input(index, list(arr.shape))
                 resized = True
         if resized:

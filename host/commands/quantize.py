@@ -17,14 +17,15 @@ EPILOG = """\
 model sources:
   package.module:function   PyTorch factory returning an nn.Module (the current directory is on the path)
   FILE.pt2 / FILE.pt        torch.export ExportedProgram / TorchScript
-  FILE.onnx                 ONNX (platform tensorrt)
+  FILE.onnx                 ONNX: tensorrt takes it as it is; pytorch, executorch, tflite through onnx2torch
+                            (checked against ONNX Runtime; a graph it cannot convert is skipped with the reason)
   FILE.keras / FILE.h5 / DIR  Keras model or SavedModel directory (platform tflite)
 
 platforms and methods:
   pytorch     .ptl lite interpreter: fp32, dynamic, static (FX), qat (FX)
-  executorch  .pte XNNPACK:          fp32, static (PT2E), qat (PT2E)
+  executorch  .pte XNNPACK:          fp32, dynamic, static (PT2E), qat (PT2E)
   tflite      .tflite LiteRT:        fp32, dynamic, fp16, static, qat (Keras via tf_keras + tfmot)
-  tensorrt    .onnx for TensorRT:    fp32, fp16 (engine flag), static (explicit Q/DQ int8)
+  tensorrt    .onnx for TensorRT:    fp32, fp16 (engine flag), static (explicit Q/DQ int8), qat
 
 data (--calib, --train, --check-data): fashion-mnist[:train|:test], digits, an image folder
 (DIR/<class>/<image>) or a .npy/.npz file. Without --check-data the check uses calibration samples

@@ -28,6 +28,15 @@ TF_KINDS = ("keras", "savedmodel")
 FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
+KIND_PHRASES = {"torch": "a PyTorch module", "exported": "an ExportedProgram (.pt2)", "torchscript": "a TorchScript model",
+                "onnx": "an ONNX model", "keras": "a Keras model", "savedmodel": "a TensorFlow SavedModel"}
+
+
+def kind_phrase(kind: str) -> str:
+    """A source kind as a message says it, article included ("an ONNX model", never "a onnx model")."""
+    return KIND_PHRASES.get(kind, f"a model of kind {kind!r}")
+
+
 class SourceError(UserError):
     """A model source that cannot be used (missing file, bad factory, corrupt model): one line."""
 

@@ -63,7 +63,10 @@ class Converter(ABC):
 def quantize_cleanly(conv: Converter, req: QuantizeRequest) -> Artifact:
     """conv.quantize(req), leaving nothing behind when it fails: a half-written artifact, or one whose host
     check failed, is removed, with any manifest beside it (which would describe other bytes)."""
+    import contextlib
+
     from host.artifacts import MANIFEST_SUFFIX
+    from host.quiet import library_stream
 
     out = Path(req.out_dir)
     prefix = f"{req.source.name}-{conv.platform}-{req.method}."
@@ -73,7 +76,10 @@ def quantize_cleanly(conv: Converter, req: QuantizeRequest) -> Artifact:
 
     before = ours()
     try:
-        return conv.quantize(req)
+        # Libraries print progress on stdout (onnxruntime's calibrators do), which carries --json output: it goes
+        # where third-party output goes (the log inside host.quiet.quiet(), else stderr), for every caller.
+        with contextlib.redirect_stdout(library_stream()):
+            return conv.quantize(req)
     except BaseException:
         for p, mtime in ours().items():
             if before.get(p) != mtime and not p.name.endswith(MANIFEST_SUFFIX):

@@ -107,7 +107,9 @@ class ExecuTorchConverter(Converter):
 
             return unsupported_reason(source, self.platform)
         if source.kind not in ("torch", "exported"):
-            return (f"a {source.kind} model cannot become an ExecuTorch program: ExecuTorch needs a PyTorch "
+            from host.models import kind_phrase
+
+            return (f"{kind_phrase(source.kind)} cannot become an ExecuTorch program: ExecuTorch needs a PyTorch "
                     "factory, a torch.export .pt2 or an .onnx (TorchScript and Keras cannot be exported)")
         if source.kind == "exported" and method == "qat":
             return ("qat needs a package.module:function factory: an ExportedProgram is frozen to its "

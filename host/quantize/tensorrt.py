@@ -164,10 +164,13 @@ class TensorRTConverter(Converter):
         if base:
             return base
         if source.kind in ("keras", "savedmodel"):
-            return (f"a {source.kind} model cannot go to tensorrt here: Keras -> ONNX needs tf2onnx, which is not "
+            from host.models import kind_phrase
+
+            return (f"{kind_phrase(source.kind)} cannot go to tensorrt here: Keras -> ONNX needs tf2onnx, which is not "
                     "installed; convert it to ONNX yourself and pass the .onnx")
         if method == "qat" and not source.is_torch:
-            return "tensorrt qat fine-tunes a PyTorch model: pass the PyTorch source, not an exported .onnx"
+            return ("tensorrt qat fine-tunes a PyTorch model: pass the PyTorch source, not an exported .onnx "
+                    "(--platform pytorch, executorch or tflite --method qat take the .onnx through onnx2torch)")
         return None
 
     def quantize(self, req: QuantizeRequest) -> Artifact:

@@ -68,7 +68,9 @@ class TFLiteConverter(Converter):
         if kind == "torchscript":
             return ("litert-torch converts nn.Modules and ExportedPrograms, not TorchScript: pass a "
                     "package.module:function factory or a .pt2")
-        return (f"a {kind} model cannot become TFLite here: use a Keras/SavedModel, PyTorch or ONNX source")
+        from host.models import kind_phrase
+
+        return f"{kind_phrase(kind)} cannot become TFLite here: use a Keras/SavedModel, PyTorch or ONNX source"
 
     def quantize(self, req: QuantizeRequest) -> Artifact:
         reason = self.unsupported_reason(req.source, req.method)

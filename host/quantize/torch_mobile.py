@@ -175,14 +175,18 @@ class TorchMobileConverter(Converter):
 
             return unsupported_reason(source, self.platform)
         if not source.is_torch:
-            return (f"a {source.kind} model cannot become PyTorch Mobile: use a PyTorch factory, .pt2 or "
-                    f"TorchScript source (or --platform tflite for {source.kind})")
+            from host.models import kind_phrase
+
+            return (f"{kind_phrase(source.kind)} cannot become PyTorch Mobile: use a PyTorch factory, .pt2 or "
+                    "TorchScript source"
+                    + (" (--platform tflite takes it)" if method != "qat" or source.kind == "keras" else ""))
         if source.kind == "exported" and method != "fp32":
             return (f"{method} on pytorch needs a package.module:function factory: FX quantization matches "
-                    "nn.Modules and functionals, not the aten ops of an ExportedProgram (use --platform executorch)")
+                    "nn.Modules and functionals, not the aten ops of an ExportedProgram"
+                    + (" (--platform executorch takes the .pt2)" if method != "qat" else ""))
         if source.kind == "torchscript" and method != "fp32":
-            return (f"{method} quantization needs an nn.Module or ExportedProgram; TorchScript sources "
-                    "support only fp32 on pytorch (use a package.module:function factory)")
+            return (f"{method} quantization on pytorch needs an nn.Module: TorchScript sources support only fp32 "
+                    "(use a package.module:function factory)")
         return None
 
     def quantize(self, req: QuantizeRequest) -> Artifact:
