@@ -199,12 +199,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_table(results: list[dict[str, Any]]) -> None:
-    rows = [("platform", "method", "precision", "size", "top-1 agr", "cosine", "warnings", "path")]
+    rows = [("platform", "method", "precision", "size", "agreement", "cosine", "warnings", "path")]
     for r in results:
         a = r["checks"].get("agreement", {})
-        t1 = a.get("top1_agreement")
+        t1, px = a.get("top1_agreement"), a.get("pixel_agreement")   # classifiers / dense maps; else only cosine
+        agr = f"{t1:.1%} top-1" if t1 is not None else (f"{px:.1%} pixel" if px is not None else "-")
         rows.append((r["platform"], r["method"], r["precision"], f"{r['size_bytes'] / 1e6:.2f} MB",
-                     "-" if t1 is None else f"{t1:.1%}", f"{a.get('cosine', float('nan')):.4f}",
+                     agr, f"{a.get('cosine', float('nan')):.4f}",
                      str(len(r["checks"].get("warnings", []))), r["path"]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

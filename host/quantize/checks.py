@@ -56,7 +56,14 @@ def compare_outputs(ref: Any, out: Any, task: str = "classification") -> dict[st
         "max_abs": float(diff.max()) if diff.size else 0.0,
         "mean_abs": float(diff.mean()) if diff.size else 0.0,
     }
-    if task == "classification" and rf.shape[1] > 1:
+    if r.ndim >= 3:
+        # a dense map (N, C, H, W): arg-max over every pixel of a one-channel map is one pixel's position, and
+        # printed "top-1 agreement 0.0%" for a fine detector; per-pixel agreement is the metric there
+        from host.data.metrics import dense_agreement
+
+        dense = dense_agreement(o, r)
+        res.update({k: dense[k] for k in ("pixel_agreement", "iou", "threshold") if k in dense})
+    elif task == "classification" and rf.shape[1] > 1:
         res["top1_agreement"] = float((rf.argmax(1) == of.argmax(1)).mean())
     return res
 
@@ -113,9 +120,10 @@ def agreement_warnings(agreement: dict[str, Any], method: str, min_top1: float =
                        min_cosine: float = 0.95) -> list[str]:
     """Warn when a quantized artifact drifts far from FP32 on the held-out batch."""
     w: list[str] = []
-    t1 = agreement.get("top1_agreement")
-    if t1 is not None and t1 < min_top1:
-        w.append(f"{method}: top-1 agreement with FP32 is only {t1:.1%} on {agreement.get('samples')} samples")
+    for key, what in (("top1_agreement", "top-1 agreement"), ("pixel_agreement", "per-pixel agreement")):
+        v = agreement.get(key)
+        if v is not None and v < min_top1:
+            w.append(f"{method}: {what} with FP32 is only {v:.1%} on {agreement.get('samples')} samples")
     cos = agreement.get("cosine")
     if cos is not None and cos < min_cosine:
         w.append(f"{method}: output cosine similarity with FP32 is only {cos:.3f}")

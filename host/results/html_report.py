@@ -29,8 +29,13 @@ tr.pareto td:first-child{border-left:3px solid #444}
 _CELL_CLASS = {"p50 CI (between runs)": "ci-between", "within-run CI": "ci-within", "speed-up [CI]": "speedup"}
 
 
-def _label(r: dict[str, Any]) -> str:
-    return f"{r['platform']}/{r['method']}" + (f" ({r['runtime']})" if r["runtime"] else "")
+def _label(r: dict[str, Any], with_model: bool = True) -> str:
+    """A plot label that tells rows apart: model, platform/method (a ready file's precision, as its method is
+    unknown), runtime, threads ("tflite/unknown (litert)" four times named four different models)."""
+    method = r["method"] if r.get("method") not in (None, "", "unknown") else (r.get("precision") or "as given")
+    extra = ", ".join(x for x in (r.get("runtime") or "", f"{r['threads']} thr" if r.get("threads") else "") if x)
+    return ((f"{r['model_name']}: " if with_model and r.get("model_name") else "") + f"{r['platform']}/{method}"
+            + (f" ({extra})" if extra else ""))
 
 
 def render_html(rep: dict[str, Any]) -> str:
@@ -89,7 +94,7 @@ def render_html(rep: dict[str, Any]) -> str:
             for i, r in mrs:
                 if r["p50"] is not None and r["accuracy"] is not None:
                     index[i] = len(pts)
-                    pts.append({"x": r["p50"], "y": 100 * r["accuracy"], "label": _label(r), "group": r["platform"]})
+                    pts.append({"x": r["p50"], "y": 100 * r["accuracy"], "label": _label(r, with_model=False), "group": r["platform"]})
             if not pts:
                 continue
             front = [index[i] for i in rep["pareto"].get(front_key(mrs[0][1]), []) if i in index]
