@@ -36,6 +36,7 @@ class QuantizeRequest:
     input_shape: Optional[tuple[int, ...]] = None
     float_io: bool = False               # TFLite static: keep float I/O instead of int8
     target_arch: str = "x86_64"          # picks the PyTorch engine: qnnpack on arm, x86 otherwise
+    reduce_range: Optional[bool] = None  # pytorch x86 engine: 7-bit activations; None = by the host's int8 ISA
     train: Any = None                    # QAT: labelled dataset for the built-in loop
     train_fn: Optional[str] = None       # QAT: "package.module:train" user function
     epochs: int = 1

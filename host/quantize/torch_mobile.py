@@ -21,6 +21,7 @@ from host.quantize.base import Converter, QuantizeError, QuantizeRequest
 from host.quantize.calibration import (
     OBSERVER_NAMES,
     calib_array,
+    fx_reduce_range,
     run_torch_calibration,
     torch_fx_qconfig_mapping,
 )
@@ -133,9 +134,10 @@ def _dynamic(model: Any, example: Any, per_channel: bool) -> tuple[Any, dict[str
 
 
 def unfused_relu6(prepared: Any) -> int:
-    """ReLU6/hardtanh nodes fed through an observer: torch.ao FX has no conv+ReLU6 fusion, so the conv's int8
-    output carries the pre-clamp range (EfficientNet-Lite0's stem: [-82, 66], of which the clamp keeps [0, 6]:
-    about 10 int8 levels, 5 with x86's 7-bit activations)."""
+    """ReLU6/hardtanh nodes fed through an observer: clamps host.quantize.fx_clamp could not fuse (after an op
+    other than an nn.Conv/nn.Linear module, e.g. a functional conv of a Conv2d subclass, or with bounds other
+    than [0, max]), whose int8 input carries the pre-clamp range (EfficientNet-Lite0's stem: [-82, 66], of
+    which the clamp keeps [0, 6]: about 10 int8 levels)."""
     import torch
 
     def is_observer(n: Any) -> bool:
@@ -152,9 +154,9 @@ def unfused_relu6(prepared: Any) -> int:
     return count
 
 
-def kernel_note(engine: str, precision: str) -> str:
+def kernel_note(engine: str, precision: str, reduce_range: bool = True) -> str:
     """What the host check's int8 kernels do differently from an ARM device's (empty when nothing)."""
-    if precision == "fp32" or engine not in ("x86", "fbgemm", "onednn"):
+    if precision == "fp32" or engine not in ("x86", "fbgemm", "onednn") or not reduce_range:
         return ""
     return (f"checked with the {engine} engine, whose int8 kernels quantize activations to 7 bits (reduce_range, "
             "against int16 saturation without VNNI); an ARM device runs qnnpack with 8 bits and agrees better "
@@ -240,12 +242,13 @@ class TorchMobileConverter(Converter):
         ops = ops_by_precision(scripted)
         extra = fused_float_warnings(ops, req.method)
         if calibration.get("unfused_relu6"):
-            extra.append(f"{calibration['unfused_relu6']} ReLU6 input(s) quantized with their pre-clamp range (torch.ao "
-                         "FX cannot fuse conv + ReLU6): expect a large int8 loss on ReLU6 networks (MobileNet, "
-                         "EfficientNet-Lite); --platform executorch or tflite quantize after the clamp")
+            extra.append(f"{calibration['unfused_relu6']} ReLU6 input(s) quantized with their pre-clamp range (FX "
+                         "fuses a clamp only after an nn.Conv/nn.Linear module, not a functional conv or a Conv2d "
+                         "subclass with its own forward): expect a large int8 loss; --platform executorch or "
+                         "tflite quantize after any clamp")
         chk = checks.finish_checks(agreement, ops, req.method, extra)
         chk["runtime"] = describe_line(desc) + f", quantized engine {desc.get('quantized_engine')}"
-        note = kernel_note(engine, precision)
+        note = kernel_note(engine, precision, calibration.get("reduce_range", True))
         if note:
             chk["device_kernels"] = note
         outputs = checks.tensor_infos(["output"], [[1, *out.shape[1:]]], ["float32"])
@@ -261,10 +264,15 @@ class TorchMobileConverter(Converter):
                 say: Any) -> tuple[Any, dict[str, Any]]:
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
+        from host.quantize.fx_clamp import backend_config
+
         x = calib_array(req.calib, req.calib_samples, shape)
-        mapping = torch_fx_qconfig_mapping(req.calib_method, req.per_channel, engine)
+        mapping = torch_fx_qconfig_mapping(req.calib_method, req.per_channel, engine, reduce_range=req.reduce_range)
+        for name in req.extra.get("float_layers", []):   # host.analyze's fallback: FX's own per-module opt-out
+            mapping.set_module_name(name, None)
+        config = backend_config()   # conv(+bn)+ReLU6 fused: quantized after the clamp (host.quantize.fx_clamp)
         try:
-            prepared = prepare_fx(req.source.fresh_torch_module(), mapping, (example,))
+            prepared = prepare_fx(req.source.fresh_torch_module(), mapping, (example,), backend_config=config)
         except Exception as e:
             raise QuantizeError(f"FX graph mode cannot trace this model ({type(e).__name__}: "
                                 f"{str(e).splitlines()[0] if str(e) else ''}); try --method dynamic or "
@@ -272,10 +280,12 @@ class TorchMobileConverter(Converter):
         say(f"pytorch static: calibrating with {len(x)} samples ({req.calib_method})")
         run_torch_calibration(prepared, x, 1 if req.source.kind in ("exported", "onnx") else 32, say)
         unfused = unfused_relu6(prepared)   # before convert_fx, which rewrites the graph in place
-        return convert_fx(prepared), {
+        return convert_fx(prepared, backend_config=config), {
             "method": req.calib_method, "samples": int(len(x)), "dataset": req.calib.name,
             "per_channel": req.per_channel, "observer": OBSERVER_NAMES["torch"][req.calib_method],
-            "library": "torch.ao.quantization (FX)", "unfused_relu6": unfused}
+            "library": "torch.ao.quantization (FX)", "unfused_relu6": unfused,
+            "reduce_range": fx_reduce_range(engine, req.reduce_range),
+            **({"float_layers": list(req.extra["float_layers"])} if req.extra.get("float_layers") else {})}
 
     def _qat(self, req: QuantizeRequest, shape: tuple[int, ...], engine: str, example: Any,
              say: Any) -> tuple[Any, dict[str, Any]]:

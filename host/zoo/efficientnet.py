@@ -18,6 +18,7 @@ real photos (README, "How the EfficientNet-Lite0 definition was verified"):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import nn
@@ -50,25 +51,21 @@ def same_pad(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
     return total // 2, total - total // 2, out
 
 
-class SameConv2d(nn.Conv2d):
-    """A bias-free conv with TF SAME padding, static for a square input of `size` (efficientnet_pytorch's
-    Conv2dStaticSamePadding, same state-dict keys). Symmetric padding stays inside the conv; only an
-    asymmetric one becomes an explicit constant pad in front (exporters and quantizers take both).
+def same_conv(cin: int, cout: int, kernel: int, stride: int, size: int, groups: int = 1,
+              tf_same: bool = True) -> tuple[Optional[nn.ZeroPad2d], nn.Conv2d, int]:
+    """A bias-free conv with TF SAME padding, static for a square input of `size`: (pad, conv, output size).
+    Symmetric padding stays inside the conv; only an asymmetric one becomes an explicit constant pad in front,
+    a module of its own beside a plain nn.Conv2d (not a Conv2d subclass with a forward of its own: torch.ao FX
+    traces into such a subclass, and a functional conv cannot fuse with its BatchNorm and ReLU6, which cost
+    the FX int8 most of its agreement). The conv keeps efficientnet_pytorch's state-dict keys.
     tf_same=False gives PyTorch-style symmetric k//2 padding, kept for the comparison in the README."""
-
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, size: int, groups: int = 1,
-                 tf_same: bool = True) -> None:
-        before, after, out = same_pad(size, kernel, stride)
-        if not tf_same:
-            before = after = kernel // 2
-            out = (size + 2 * before - kernel) // stride + 1
-        sym = before == after
-        super().__init__(cin, cout, kernel, stride, padding=before if sym else 0, groups=groups, bias=False)
-        self.pad = None if sym else nn.ZeroPad2d((before, after, before, after))
-        self.out_size = out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x if self.pad is None else self.pad(x))
+    before, after, out = same_pad(size, kernel, stride)
+    if not tf_same:
+        before = after = kernel // 2
+        out = (size + 2 * before - kernel) // stride + 1
+    sym = before == after
+    conv = nn.Conv2d(cin, cout, kernel, stride, padding=before if sym else 0, groups=groups, bias=False)
+    return (None if sym else nn.ZeroPad2d((before, after, before, after))), conv, out
 
 
 def _bn(c: int, eps: float) -> nn.BatchNorm2d:
@@ -86,8 +83,8 @@ class MBConv(nn.Module):
         if self.has_expand:
             self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
             self._bn0 = _bn(mid, eps)
-        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride, size, groups=mid, tf_same=tf_same)
-        self.out_size = self._depthwise_conv.out_size
+        self._depthwise_pad, self._depthwise_conv, self.out_size = same_conv(mid, mid, kernel, stride, size,
+                                                                             groups=mid, tf_same=tf_same)
         self._bn1 = _bn(mid, eps)
         self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
         self._bn2 = _bn(cout, eps)
@@ -96,6 +93,7 @@ class MBConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.act(self._bn0(self._expand_conv(x))) if self.has_expand else x
+        y = y if self._depthwise_pad is None else self._depthwise_pad(y)
         y = self.act(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))  # linear bottleneck: no activation
         return y + x if self.residual else y
@@ -109,9 +107,9 @@ class EfficientNetLite0(nn.Module):
 
     def __init__(self, tf_same: bool = True, bn_eps: float = BN_EPS, num_classes: int = 1000) -> None:
         super().__init__()
-        self._conv_stem = SameConv2d(3, 32, 3, 2, IMAGE_SIZE, tf_same=tf_same)
+        self._stem_pad, self._conv_stem, size = same_conv(3, 32, 3, 2, IMAGE_SIZE, tf_same=tf_same)
         self._bn0 = _bn(32, bn_eps)
-        blocks, cin, size = [], 32, self._conv_stem.out_size
+        blocks, cin = [], 32
         for expand, kernel, stride, cout, repeats in STAGES:
             for i in range(repeats):
                 blk = MBConv(cin, cout, expand, kernel, stride if i == 0 else 1, size, tf_same, bn_eps)
@@ -125,6 +123,7 @@ class EfficientNetLite0(nn.Module):
         self._fc = nn.Linear(1280, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x if self._stem_pad is None else self._stem_pad(x)
         x = self.act(self._bn0(self._conv_stem(x)))
         for blk in self._blocks:
             x = blk(x)
