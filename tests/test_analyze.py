@@ -16,6 +16,7 @@ pytest.importorskip("onnxruntime", reason="needs the 'tensorrt' extra (onnxrunti
 from host.cli import main  # noqa: E402
 
 MODEL = "tests.models_for_analyze:outlier_head"
+PLATFORMS = ["pytorch", "executorch", "tflite", "tensorrt"]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def cache(data: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _analyze(data: dict[str, str], capsys: pytest.CaptureFixture[str]) -> list[dict]:
-    rc = main(["analyze", "--model", MODEL, "--platform", "executorch,tensorrt", "--calib", data["calib"],
+    rc = main(["analyze", "--model", MODEL, "--platform", ",".join(PLATFORMS), "--calib", data["calib"],
                "--check-data", data["check"], "--numerics-samples", "8", "--json",
                "--html", str(Path(data["dir"]) / "a.html")])
     assert rc == 0
@@ -45,7 +46,7 @@ def _analyze(data: dict[str, str], capsys: pytest.CaptureFixture[str]) -> list[d
 
 def test_analyze_ranks_the_outlier_layer_first_and_caches(data: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     results = _analyze(data, capsys)
-    assert [r["platform"] for r in results] == ["executorch", "tensorrt"]
+    assert [r["platform"] for r in results] == PLATFORMS
     for r in results:
         assert not r["cache_hit"]
         assert {row["layer"] for row in r["layers"]} == {"c1", "c2", "head"}   # source module paths
@@ -69,7 +70,7 @@ def test_fallback_keeps_only_the_outlier_layer_float(data: dict[str, str], capsy
     from host.quantize.tensorrt import ops_by_precision
 
     out = Path(data["dir"]) / "out"
-    rc = main(["quantize", "--model", MODEL, "--platform", "executorch,tensorrt", "--method", "static",
+    rc = main(["quantize", "--model", MODEL, "--platform", ",".join(PLATFORMS), "--method", "static",
                "--calib", data["calib"], "--check-data", data["check"], "--min-agreement", "0.95",
                "--out", str(out), "--json"])
     assert rc == 0
@@ -85,20 +86,21 @@ def test_fallback_keeps_only_the_outlier_layer_float(data: dict[str, str], capsy
     assert trt_ops["fp32"]["Conv"] == 1 and trt_ops["int8"]["Conv"] == 2, trt_ops
     et_ops = arts["executorch"]["checks"]["ops_by_precision"]
     assert et_ops["fp32"]["aten.conv2d.default"] == 1 and et_ops["int8"]["aten.conv2d.default"] == 2
+    pt_ops = arts["pytorch"]["checks"]["ops_by_precision"]   # read from the .ptl's TorchScript graph
+    assert pt_ops["fp32"]["aten::_convolution"] == 1 and pt_ops["int8"]["quantized::conv2d"] == 2, pt_ops
+    tfl_ops = arts["tflite"]["checks"]["ops_by_precision"]   # read from the .tflite's tensors
+    assert tfl_ops["fp32"]["CONV_2D"] == 1 and tfl_ops["int8"]["CONV_2D"] == 2, tfl_ops
 
 
 @pytest.mark.parametrize("extra, message", [
     (["--max-drop", "1"], "needs labelled check data"),
     (["--min-agreement", "1.5"], "must be in (0, 1]"),
-    (["--min-agreement", "0.9", "--platform", "pytorch"], "supports executorch, tensorrt"),
+    (["--min-agreement", "0.9", "--method", "dynamic"], "apply to --method static"),
 ])
 def test_budget_errors_are_one_line(data: dict[str, str], capsys: pytest.CaptureFixture[str], extra: list[str],
                                     message: str) -> None:
     args = ["quantize", "--model", MODEL, "--platform", "executorch", "--method", "static", "--calib", data["calib"],
             "--check-data", data["check"], "--out", str(Path(data["dir"]) / "bad")]
-    if "--platform" in extra:
-        args[args.index("--platform") + 1] = extra[extra.index("--platform") + 1]
-        extra = extra[:2]
     assert main(args + extra) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] or any(message in line for line in err), err

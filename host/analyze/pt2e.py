@@ -120,6 +120,12 @@ class PT2EBackend:
                 self.fp32 = torch.export.export(req.source.fresh_torch_module(), (example,)).module()
                 self.batch = int(example.shape[0])
 
+    def quantizer(self, req: QuantizeRequest) -> Any:
+        """The platform's PT2E quantizer, as its converter builds it (float layers from req.extra)."""
+        from host.quantize.executorch import ExecuTorchConverter
+
+        return ExecuTorchConverter._quantizer(req, qat=False)
+
     def layers(self, model: Any = None) -> list[str]:
         """Quantizable layers (conv/linear module paths) in graph order."""
         seen: list[str] = []
@@ -134,12 +140,11 @@ class PT2EBackend:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
         from host.quantize.calibration import run_torch_calibration
-        from host.quantize.executorch import ExecuTorchConverter
 
         req = dataclasses.replace(self.req, extra={**self.req.extra, "float_layers": list(float_layers)})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            prepared = prepare_pt2e(copy.deepcopy(self.fp32), ExecuTorchConverter._quantizer(req, qat=False))
+            prepared = prepare_pt2e(copy.deepcopy(self.fp32), self.quantizer(req))
             if not self._reuse_observers(prepared):
                 run_torch_calibration(prepared, self.calib_x, self.batch)
                 if not float_layers:
@@ -222,3 +227,22 @@ class PT2EBackend:
                          "op": str(node.target).split(".")[1], "sqnr_db": sq, "cosine": float(np.mean(a["cos"])),
                          "order": order.get(s.ref_node_name, 0), **_qparams(model, node)})
         return sorted(rows, key=lambda r: r["order"])
+
+
+class LiteRTBackend(PT2EBackend):
+    """tflite backend for PyTorch sources: litert-torch's PT2EQuantizer, BatchNorm folded into the convs first, as
+    host.quantize.tflite_from_torch does before converting; the same torchao numeric debugger compares the
+    graphs. The final `.tflite` is checked by the LiteRT interpreter in host quantize."""
+
+    platform = "tflite"
+
+    def __init__(self, req: QuantizeRequest, calib_x: np.ndarray) -> None:
+        from torchao.quantization.pt2e.utils import _fuse_conv_bn_
+
+        super().__init__(req, calib_x)
+        _fuse_conv_bn_(self.fp32)
+
+    def quantizer(self, req: QuantizeRequest) -> Any:
+        from host.quantize.tflite_from_torch import tflite_quantizer
+
+        return tflite_quantizer(req)

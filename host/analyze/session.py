@@ -11,7 +11,7 @@ from host.analyze import fallback, sensitivity
 from host.quantize.base import QuantizeError, QuantizeRequest
 from host.quantize.calibration import calib_array, fit_to_shape
 
-PLATFORMS = ("executorch", "tensorrt")
+PLATFORMS = ("pytorch", "executorch", "tflite", "tensorrt")
 SENSITIVITY_SAMPLES = 64   # each sensitivity step runs the check set once: 64 keeps EfficientNet affordable
 NUMERICS_SAMPLES = 16      # per-layer tensors of every sample are held at once by the ONNX debugger
 
@@ -26,11 +26,18 @@ def backend_for(platform: str, req: QuantizeRequest) -> Any:
     reason = get_converter(platform).unsupported_reason(req.source, "static")
     if reason:
         raise QuantizeError(reason)
+    if platform == "tflite" and not req.source.is_torch and req.source.kind != "onnx":
+        raise QuantizeError("per-layer analysis and fallback on tflite take PyTorch (or ONNX) sources, converted "
+                            "with litert-torch; a Keras model's layers are not covered yet")
     x = calib_array(req.calib, req.calib_samples, req.source.require_shape())
-    if platform == "executorch":
-        from host.analyze.pt2e import PT2EBackend
+    if platform == "pytorch":
+        from host.analyze.fx import FXBackend
 
-        return PT2EBackend(req, x)
+        return FXBackend(req, x)
+    if platform in ("executorch", "tflite"):
+        from host.analyze.pt2e import LiteRTBackend, PT2EBackend
+
+        return (PT2EBackend if platform == "executorch" else LiteRTBackend)(req, x)
     from host.analyze.onnx_qdq import QDQBackend
 
     return QDQBackend(req, x)
@@ -54,6 +61,7 @@ def key_for(req: QuantizeRequest, platform: str, n_check: int, n_numerics: int) 
         source=req.source.sha256, platform=platform, method=req.method, calib=getattr(req.calib, "name", None),
         calib_n=min(req.calib_samples, len(req.calib.x)) if req.calib is not None else 0,
         calib_method=req.calib_method, per_channel=req.per_channel, check=getattr(req.check, "name", None),
+        target_arch=req.target_arch, reduce_range=req.reduce_range,
         check_n=n_check, numerics_n=n_numerics, task=req.source.task)
 
 

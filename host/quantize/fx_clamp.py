@@ -56,3 +56,62 @@ def backend_config() -> Any:
                     BackendPatternConfig(pattern).set_dtype_configs(dt).set_fuser_method(_fuser(fused))
                     .set_fused_module(fused))
     return config
+
+
+def keep_float(mapping: Any, model: Any, float_layers: list[str]) -> Any:
+    """Keep the modules in float_layers float with FX's own opt-out, QConfigMapping.set_module_name(name, None);
+    plus the ops that only carry a float layer's output to the model's output (flatten, reshape, ...). FX
+    otherwise quantizes those with their own observers, which then hold the float layer's range: a float
+    classifier head followed by torch.flatten still handed out int8 logits (an outlier-channel head: top-1
+    agreement 0.0 with the head "float"). Such call_functions are opted out by (module, function, call index),
+    FX's set_module_name_object_type_order; call_modules by name. Method calls (x.view) cannot be singled out
+    in FX's mapping and stay as they are."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+    from torch.ao.quantization.fx.tracer import QuantizationTracer
+
+    HEAVY_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+                     nn.Linear, nn.LSTM, nn.GRU, nn.MultiheadAttention)
+    HEAVY_FUNCTIONS = (F.conv1d, F.conv2d, F.conv3d, F.linear, torch.matmul, torch.bmm, torch.mm)
+
+    for name in float_layers:
+        mapping.set_module_name(name, None)
+    if not float_layers:
+        return mapping
+    tracer = QuantizationTracer([], [])
+    graph = tracer.trace(model)
+    index: dict[Any, int] = {}
+    call_index: dict[str, int] = {}
+    for n in graph.nodes:   # the order FX counts a function's calls per module when it applies the mapping
+        if n.op == "call_function":
+            key = (tracer.node_name_to_scope[n.name][0], n.target)
+            call_index[n.name] = index.get(key, 0)
+            index[key] = call_index[n.name] + 1
+
+    def heavy(n: Any) -> bool:
+        if n.op == "call_module":
+            return isinstance(model.get_submodule(str(n.target)), HEAVY_MODULES)
+        return n.op == "call_function" and n.target in HEAVY_FUNCTIONS
+
+    def inside(n: Any) -> bool:
+        return n.op == "call_module" and any(str(n.target) == f or str(n.target).startswith(f + ".")
+                                             for f in float_layers)
+
+    for start in [n for n in graph.nodes if inside(n)]:
+        chain, cur = [], start
+        while len(cur.users) == 1:
+            nxt = next(iter(cur.users))
+            if nxt.op == "output":
+                for c in chain:
+                    if c.op == "call_function":
+                        mapping.set_module_name_object_type_order(tracer.node_name_to_scope[c.name][0], c.target,
+                                                                  call_index[c.name], None)
+                    elif c.op == "call_module":
+                        mapping.set_module_name(str(c.target), None)
+                break
+            if nxt.op not in ("call_function", "call_module", "call_method") or inside(nxt) or heavy(nxt):
+                break   # another layer: it re-quantizes its input on purpose
+            chain.append(nxt)
+            cur = nxt
+    return mapping

@@ -69,11 +69,21 @@ def float_layer_filter(float_layers: list[str]) -> Any:
 
 def with_fused_clamps(quantizer: Any, float_layers: Any = None) -> Any:
     """The quantizer, annotating conv/linear + clamp pairs (with its global config) before its own patterns;
-    modules named in `float_layers` stay float (neither annotator touches them)."""
+    modules named in `float_layers` stay float (neither annotator touches them), through the quantizer's own
+    filter: XNNPACK's set_filter_function; litert-torch's static annotators given torchao's module-name filter.
+    (litert-torch 0.10's set_module_name refuses None, and its own name filter strips a fixed "L__self___"
+    prefix and maps "_" to ".", which matches no module of torch 2.13's nn_module_stack: the "float" head of a
+    test net stayed int8.)"""
     own = quantizer.annotate
     keep = float_layer_filter(list(float_layers)) if float_layers else None
     if keep is not None:
-        quantizer.set_filter_function(keep)
+        if hasattr(quantizer, "set_filter_function"):
+            quantizer.set_filter_function(keep)
+        else:
+            def static_patterns(model: Any) -> Any:
+                return quantizer._annotate_all_static_patterns(model, quantizer.global_config, keep)
+
+            quantizer._annotate_for_static_quantization_config = static_patterns
 
     def annotate(model: Any) -> Any:
         annotate_fused_clamps(model, getattr(quantizer, "global_config", None),

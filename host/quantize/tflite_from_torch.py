@@ -44,6 +44,16 @@ def litert_config(method: str, calib_method: str, per_channel: bool) -> Any:
 CALIB_BATCH = 32
 
 
+def tflite_quantizer(req: QuantizeRequest) -> Any:
+    """litert-torch's PT2EQuantizer for req.method, conv/linear + ReLU6 quantized as one op (TFLite fuses RELU6:
+    host.quantize.pt2e_clamp) and the modules in req.extra["float_layers"] kept float (host.analyze's fallback)."""
+    from litert_torch.quantize import pt2e_quantizer as pq
+
+    base = _qat_quantizer() if req.method == "qat" else pq.PT2EQuantizer()
+    return with_fused_clamps(base.set_global(litert_config(req.method, req.calib_method, req.per_channel)),
+                             req.extra.get("float_layers"))
+
+
 def _qat_quantizer() -> Any:
     from litert_torch.quantize import pt2e_quantizer as pq
 
@@ -103,8 +113,7 @@ def convert(req: QuantizeRequest, path: Path, say: Callable[[str], None]) -> dic
 
                 qat = req.method == "qat"
                 # conv/linear + ReLU6 quantized as one op (TFLite fuses RELU6): host.quantize.pt2e_clamp
-                quantizer = with_fused_clamps((_qat_quantizer() if qat else pq.PT2EQuantizer()).set_global(
-                    litert_config(req.method, req.calib_method, req.per_channel)))
+                quantizer = tflite_quantizer(req)
                 graph, batch = _export_for_calibration(src.fresh_torch_module(), example)
                 # Fold BatchNorm into the convs before annotating. prepare_pt2e does not fold the
                 # aten.batch_norm nodes torch 2.13's export gives, so the observers sat between conv and BN:
@@ -134,7 +143,9 @@ def convert(req: QuantizeRequest, path: Path, say: Callable[[str], None]) -> dic
                                 else OBSERVER_NAMES["torch"][req.calib_method])
                     calibration = {"method": req.calib_method, "samples": int(len(x)), "dataset": req.calib.name,
                                    "per_channel": req.per_channel, "observer": observer,
-                                   "library": "litert-torch PT2EQuantizer (torchao PT2E)"}
+                                   "library": "litert-torch PT2EQuantizer (torchao PT2E)",
+                                   **({"float_layers": list(req.extra["float_layers"])}
+                                      if req.extra.get("float_layers") else {})}
                 else:
                     with torch.no_grad():   # dynamic: weights only, one pass to record their ranges
                         prepared(example)

@@ -133,6 +133,32 @@ def _dynamic(model: Any, example: Any, per_channel: bool) -> tuple[Any, dict[str
     return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8), record
 
 
+def fx_prepare(req: QuantizeRequest, engine: str, example: Any) -> tuple[Any, Any]:
+    """prepare_fx for static int8 (also host.analyze's pytorch builds): the engine's QConfigMapping with the
+    --calib-method observer, conv(+bn)+ReLU6 fused (host.quantize.fx_clamp), and the modules named in
+    req.extra["float_layers"] kept float by FX's own opt-out, set_module_name(name, None).
+    Returns (prepared model, backend config for convert_fx)."""
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    from host.quantize.fx_clamp import backend_config, keep_float
+
+    mapping = torch_fx_qconfig_mapping(req.calib_method, req.per_channel, engine, reduce_range=req.reduce_range)
+    config = backend_config()
+    model = req.source.fresh_torch_module()
+    try:
+        keep_float(mapping, model, list(req.extra.get("float_layers") or []))
+        return prepare_fx(model, mapping, (example,), backend_config=config), config
+    except Exception as e:
+        raise QuantizeError(f"FX graph mode cannot trace this model ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}); try --method dynamic or "
+                            "--platform executorch") from e
+
+
+def fx_calib_batch(req: QuantizeRequest) -> int:
+    """Calibration batch: 32 samples a call, except for sources that pin their batch (.pt2, ONNX)."""
+    return 1 if req.source.kind in ("exported", "onnx") else 32
+
+
 def unfused_relu6(prepared: Any) -> int:
     """ReLU6/hardtanh nodes fed through an observer: clamps host.quantize.fx_clamp could not fuse (after an op
     other than an nn.Conv/nn.Linear module, e.g. a functional conv of a Conv2d subclass, or with bounds other
@@ -262,23 +288,12 @@ class TorchMobileConverter(Converter):
     # -- methods ---------------------------------------------------------------------------------
     def _static(self, req: QuantizeRequest, shape: tuple[int, ...], engine: str, example: Any,
                 say: Any) -> tuple[Any, dict[str, Any]]:
-        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
-        from host.quantize.fx_clamp import backend_config
+        from torch.ao.quantization.quantize_fx import convert_fx
 
         x = calib_array(req.calib, req.calib_samples, shape)
-        mapping = torch_fx_qconfig_mapping(req.calib_method, req.per_channel, engine, reduce_range=req.reduce_range)
-        for name in req.extra.get("float_layers", []):   # host.analyze's fallback: FX's own per-module opt-out
-            mapping.set_module_name(name, None)
-        config = backend_config()   # conv(+bn)+ReLU6 fused: quantized after the clamp (host.quantize.fx_clamp)
-        try:
-            prepared = prepare_fx(req.source.fresh_torch_module(), mapping, (example,), backend_config=config)
-        except Exception as e:
-            raise QuantizeError(f"FX graph mode cannot trace this model ({type(e).__name__}: "
-                                f"{str(e).splitlines()[0] if str(e) else ''}); try --method dynamic or "
-                                "--platform executorch") from e
+        prepared, config = fx_prepare(req, engine, example)
         say(f"pytorch static: calibrating with {len(x)} samples ({req.calib_method})")
-        run_torch_calibration(prepared, x, 1 if req.source.kind in ("exported", "onnx") else 32, say)
+        run_torch_calibration(prepared, x, fx_calib_batch(req), say)
         unfused = unfused_relu6(prepared)   # before convert_fx, which rewrites the graph in place
         return convert_fx(prepared, backend_config=config), {
             "method": req.calib_method, "samples": int(len(x)), "dataset": req.calib.name,
