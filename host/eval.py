@@ -244,7 +244,9 @@ def evaluate(client: Any, target: Any, art: Artifact, data: str | Dataset, limit
         "metrics": metrics, "agreement": agree, "reference": ref_note, "reference_metrics": ref_metrics,
         "latency_ms_mean": float(np.mean(lat)) if lat else None, "wall_s": round(time.monotonic() - t0, 2),
         "manifest": {"inputs": [t.__dict__ for t in m.inputs], "outputs": [t.__dict__ for t in m.outputs],
-                     "preprocessing": m.preprocessing, "source": m.source},
+                     "preprocessing": m.preprocessing, "source": m.source,
+                     **({"engine": {"float_layers": m.engine["float_layers"]}}
+                        if (m.engine or {}).get("float_layers") else {})},
     }
     if store is not None:
         rec["id"] = store.add_eval(rec)

@@ -38,10 +38,11 @@ def text(results: list[dict[str, Any]]) -> str:
         lines += _table(rows)
         sens = r.get("sensitivity") or []
         if sens:
-            lines.append(f"  sensitivity: {r['metric']} with only that layer float (most sensitive first):")
-            rows = [("layer", r["metric"], "gain", "cosine", "SQNR dB")]
+            lines.append(f"  sensitivity: model output with only that layer float (most sensitive first):")
+            rows = [("layer", "output SQNR gain dB", r["metric"], "gain", "cosine", "layer SQNR dB")]
             for s in sens[:WORST]:
-                rows.append((s["layer"], f"{s['metric']:.4f}", f"{s['gain']:+.4f}", f"{s['cosine']:.4f}",
+                rows.append((s["layer"], f"{s.get('out_sqnr_gain_db', 0.0):+.2f}", f"{s['metric']:.4f}",
+                             f"{s['gain']:+.4f}", f"{s['cosine']:.4f}",
                              "-" if s["sqnr_db"] is None else f"{s['sqnr_db']:.1f}"))
             lines += _table(rows)
     return "\n".join(lines)

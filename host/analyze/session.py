@@ -12,7 +12,7 @@ from host.quantize.base import QuantizeError, QuantizeRequest
 from host.quantize.calibration import calib_array, fit_to_shape
 
 PLATFORMS = ("pytorch", "executorch", "tflite", "tensorrt")
-SENSITIVITY_SAMPLES = 64   # each sensitivity step runs the check set once: 64 keeps EfficientNet affordable
+SENSITIVITY_SAMPLES = 32   # each sensitivity step runs these once; the ranking's output SQNR needs few samples
 NUMERICS_SAMPLES = 16      # per-layer tensors of every sample are held at once by the ONNX debugger
 
 
@@ -122,10 +122,11 @@ def recover(req: QuantizeRequest, platform: str, min_agreement: Optional[float],
     x = check_array(req)
     ref = fp32_outputs(req, x)
     budget = budget_for(req, min_agreement, max_drop, ref)
-    res = fallback.search(backend_for(platform, req), ranking, x, budget, say)
+    res = fallback.search(backend_for(platform, req), ranking, x, budget, say, analysis.get("all_quantizable"))
     return {"float_layers": res.float_layers, "budget": budget.describe, "reached": res.value,
-            "metric": budget.name, "steps": res.steps, "ranked_by": f"sensitivity ({analysis['metric']} with the "
+            "metric": budget.name, "steps": res.steps, "ranked_by": f"sensitivity (output SQNR gain with the "
             f"layer alone float, {analysis['check_samples']} check samples)", "analysis_cache": analysis["cache_file"],
-            "why": {r["layer"]: f"alone float: {analysis['metric']} {r['gain']:+.4f}, SQNR "
+            "why": {r["layer"]: f"alone float: output SQNR {r.get('out_sqnr_gain_db', 0.0):+.2f} dB, "
+                    f"{analysis['metric']} {r['gain']:+.4f}; layer SQNR "
                     f"{'-' if r['sqnr_db'] is None else format(r['sqnr_db'], '.1f')} dB"
                     for r in analysis["sensitivity"] if r["layer"] in res.float_layers}}

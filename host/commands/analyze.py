@@ -17,7 +17,7 @@ check metric (top-1 agreement with FP32, cosine for non-classifiers) with only t
 sensitive first. Results are cached; a second run with the same inputs is instant.
 
 example:
-  host analyze --model host.zoo.models:efficientnet_lite0 --platform executorch,tensorrt \\
+  host analyze --model host.zoo.models:efficientnet_lite0 --platform pytorch,executorch,tflite,tensorrt \\
       --calib photos:calib --check-data photos:check --layers 20 --html analysis.html
 """
 
@@ -30,13 +30,15 @@ def register(subparsers: Any, help_text: str) -> None:
     p = subparsers.add_parser("analyze", help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, metavar="SRC", help="model source (as for host quantize)")
-    p.add_argument("--platform", required=True, type=_csv, metavar="P[,P...]", help="executorch, tensorrt")
+    p.add_argument("--platform", required=True, type=_csv, metavar="P[,P...]", help="pytorch, executorch, tflite, tensorrt (comma-separated)")
     p.add_argument("--method", default="static", help="static (the only one analysed)")
     p.add_argument("--calib", required=True, metavar="DATA", help="calibration data")
     p.add_argument("--calib-method", default="minmax", choices=CALIB_METHODS)
     p.add_argument("--calib-samples", type=int, default=256, metavar="N")
     p.add_argument("--check-data", required=True, metavar="DATA", help="held-out data the layers are scored on")
-    p.add_argument("--samples", type=int, default=64, metavar="N", help="check samples for sensitivity (default 64)")
+    p.add_argument("--samples", type=int, default=32, metavar="N",
+                   help="check samples for sensitivity (default 32: the ranking is by the output's SQNR, which "
+                        "needs few)")
     p.add_argument("--numerics-samples", type=int, default=16, metavar="N",
                    help="check samples for the per-layer error (default 16)")
     p.add_argument("--layers", type=int, default=None, metavar="N",
@@ -44,6 +46,10 @@ def register(subparsers: Any, help_text: str) -> None:
     p.add_argument("--per-tensor", dest="per_channel", action="store_false", default=True)
     p.add_argument("--preprocess", metavar="SPEC", help="preprocessing of image-folder data (as for quantize)")
     p.add_argument("--input-shape", metavar="1,3,32,32", help="model input shape when the source does not say")
+    p.add_argument("--target-arch", default="x86_64", metavar="ARCH",
+                   help="pytorch: the quantized engine's CPU (arm64 -> qnnpack, else x86), as for quantize")
+    p.add_argument("--reduce-range", choices=("auto", "on", "off"), default="auto",
+                   help="pytorch x86 engine: 7-bit activations (as for quantize)")
     p.add_argument("--task", default=None)
     p.add_argument("--json", action="store_true", help="everything as JSON on stdout")
     p.add_argument("--html", type=Path, metavar="FILE", help="write an HTML page: error per layer per platform")
@@ -79,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         req = QuantizeRequest(source=source, method="static", out_dir=Path("."), calib=calib,
                               calib_method=args.calib_method, calib_samples=args.calib_samples,
                               per_channel=args.per_channel, input_shape=source.input_shape, check=check,
-                              progress=_say)
+                              target_arch=args.target_arch, progress=_say,
+                              reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range])
         with contextlib.redirect_stdout(library_stream()):
             results.append(session.analyze(req, p, args.layers, args.samples, args.numerics_samples, _say))
     if args.html:

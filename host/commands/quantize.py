@@ -96,9 +96,12 @@ def register(subparsers: Any, help_text: str) -> None:
     b = p.add_mutually_exclusive_group()
     b.add_argument("--min-agreement", type=float, metavar="X",
                    help="static int8 budget: top-1 agreement with FP32 (cosine for non-classifiers) on --check-data; "
-                        "the most sensitive layers stay float until it holds (executorch, tensorrt)")
+                        "the most sensitive layers stay float until it holds (every platform; tflite: PyTorch and ONNX sources)")
     b.add_argument("--max-drop", type=float, metavar="PP",
                    help="static int8 budget on labelled --check-data: at most PP points of top-1 below FP32")
+    b.add_argument("--keep-float", type=_csv, metavar="LAYER[,LAYER...]",
+                   help="static int8 with these source layers (module paths, e.g. from host analyze; a block's path "
+                        "keeps all of it) left float, no search")
     p.add_argument("--fallback-layers", type=int, default=None, metavar="N",
                    help="rank only the N layers with the lowest SQNR for the fallback (default: all)")
     p.add_argument("--json", action="store_true", help="print the artifact list as JSON on stdout")
@@ -156,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
     budget = args.min_agreement is not None or args.max_drop is not None
     if budget:
         _check_budget_args(args, check)
+    keep = _check_keep_float(args, source) if args.keep_float else []
     results: list[dict[str, Any]] = []
     failures = 0
     for p, m in pairs:
@@ -165,13 +169,17 @@ def run(args: argparse.Namespace) -> int:
                               float_io=args.float_io, target_arch=args.target_arch, train=train,
                               reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range],
                               train_fn=args.train_fn, epochs=args.epochs, check=check, progress=_say,
-                              extra={"check_samples": args.check_samples})
+                              extra={"check_samples": args.check_samples,
+                                     **({"float_layers": keep} if keep and m == "static" else {})})
         _say(f"{p}/{m}: converting {source.name}")
         try:
             # Libraries print progress on stdout (onnxruntime's calibrators do); keep stdout for our output.
             with contextlib.redirect_stdout(library_stream()):
                 fb = _fallback(args, req, p) if budget and m == "static" else None
                 art = quantize_cleanly(converters[p], req)
+            if fb is None and req.extra.get("float_layers"):
+                fb = {"float_layers": req.extra["float_layers"], "budget": None, "reached": None,
+                      "ranked_by": "--keep-float (named by the user, no search)"}
             if fb is not None:
                 _record_fallback(art, fb)
         except QuantizeError as e:
@@ -233,6 +241,25 @@ def _check_budget_args(args: argparse.Namespace, check: Any) -> None:
     bad = [p for p in args.platform if p not in PLATFORMS]
     if bad:
         raise QuantizeError(f"the int8 fallback supports {', '.join(PLATFORMS)}, not {', '.join(bad)}")
+
+
+def _check_keep_float(args: argparse.Namespace, source: Any) -> list[str]:
+    """--keep-float names: module paths of the PyTorch source (a misspelt one would otherwise match nothing and
+    quietly quantize everything); ONNX sources are checked against their graph by the converters."""
+    import difflib
+
+    if "static" not in args.method:
+        raise QuantizeError("--keep-float applies to --method static")
+    if not source.is_torch:
+        return list(args.keep_float)
+    known = [n for n, _ in source.torch_module().named_modules() if n]
+    for name in args.keep_float:
+        if name not in known:
+            near = difflib.get_close_matches(name, known, n=3)
+            raise QuantizeError(f"--keep-float: {source.name} has no layer {name!r}"
+                                + (f" (did you mean {', '.join(repr(n) for n in near)}?)" if near else
+                                   f" (layers: {', '.join(known[:6])}{', ...' if len(known) > 6 else ''})"))
+    return list(args.keep_float)
 
 
 def _fallback(args: argparse.Namespace, req: QuantizeRequest, platform: str) -> dict[str, Any]:

@@ -44,14 +44,22 @@ def quantizable_layers(model: Any) -> dict[str, list[str]]:
 
 
 def nodes_for_layers(model: Any, layers: Iterable[str]) -> list[str]:
-    """ONNX node names of the given source layers; an unknown name is a one-line error."""
+    """ONNX node names of the given source layers; a module container (`_blocks.3`) stands for every node
+    inside it, its adds and pads included (the fallback keeps whole blocks float once all their layers are).
+    An unknown name is a one-line error."""
     from host.quantize.base import QuantizeError
 
     table = quantizable_layers(model)
+    inits = {t.name for t in model.graph.initializer}
     nodes: list[str] = []
     for name in layers:
-        if name not in table:
+        if name in table:
+            nodes += table[name]
+            continue
+        inside = [n.name for n in model.graph.node if layer_of(n, inits).startswith(name + ".")
+                  or (n.op_type not in QUANTIZABLE and layer_of(n, inits) == name)]
+        if not inside:
             raise QuantizeError(f"no quantizable layer {name!r} in the ONNX graph "
                                 f"(known: {', '.join(list(table)[:8])}{', ...' if len(table) > 8 else ''})")
-        nodes += table[name]
+        nodes += inside
     return nodes

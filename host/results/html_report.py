@@ -33,6 +33,7 @@ def _label(r: dict[str, Any], with_model: bool = True) -> str:
     """A plot label that tells rows apart: model, platform/method (a ready file's precision, as its method is
     unknown), runtime, threads ("tflite/unknown (litert)" four times named four different models)."""
     method = r["method"] if r.get("method") not in (None, "", "unknown") else (r.get("precision") or "as given")
+    method += f" +{r['float_layers']} float" if r.get("float_layers") else ""
     extra = ", ".join(x for x in (r.get("runtime") or "", f"{r['threads']} thr" if r.get("threads") else "") if x)
     return ((f"{r['model_name']}: " if with_model and r.get("model_name") else "") + f"{r['platform']}/{method}"
             + (f" ({extra})" if extra else ""))

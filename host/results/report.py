@@ -105,6 +105,8 @@ def _row(b: Optional[dict[str, Any]], e: Optional[dict[str, Any]]) -> dict[str, 
         "target": src.get("target", ""), "target_kind": (b or {}).get("target_kind", ""),
         "model_name": src.get("model_name", ""), "platform": src.get("platform", ""),
         "method": src.get("method", ""), "precision": src.get("precision", ""),
+        # int8 with layers kept float (host quantize --min-agreement/--max-drop/--keep-float): marked in tables
+        "float_layers": len((man.get("engine") or {}).get("float_layers") or []) or None,
         "format": src.get("format") or man.get("format", ""), "artifact": src.get("artifact", ""),
         "sha256": src.get("sha256", ""), "task": task,
         "runtime": _runtime_name(b or e or {}),
@@ -248,7 +250,8 @@ def latest_noise(store: Any, target: Optional[list[str]] = None) -> dict[str, di
 
 
 def _brief(r: dict[str, Any]) -> dict[str, Any]:
-    return {k: r[k] for k in ("target", "model_name", "platform", "method", "precision", "runtime", "artifact",
+    return {k: r[k] for k in ("target", "model_name", "platform", "method", "precision", "float_layers", "runtime",
+                              "artifact",
                               "p50", "speedup", "accuracy", "acc_drop", "size_bytes")}
 
 
@@ -265,8 +268,8 @@ def input_text(b: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------ renderers
 
-COLUMNS = ("target", "model_name", "platform", "method", "precision", "runtime", "runtime_version", "delegate",
-           "threads", "input", "repeats", "runs", "p50", "p90", "p99", "ci_lo", "ci_hi", "ci_label", "cv", "speedup",
+COLUMNS = ("target", "model_name", "platform", "method", "precision", "float_layers", "runtime", "runtime_version",
+           "delegate", "threads", "input", "repeats", "runs", "p50", "p90", "p99", "ci_lo", "ci_hi", "ci_label", "cv", "speedup",
            "speedup_ci_lo", "speedup_ci_hi", "significant", "unstable", "noise_floor", "acc_baseline", "metric",
            "accuracy", "acc_drop", "size_bytes", "load_ms", "first_ms", "peak_rss_mb", "flags",
            "pareto", "artifact", "sha256")
@@ -287,6 +290,12 @@ def speedup_text(r: dict[str, Any]) -> str:
     return f"{r['speedup']:.2f}x{ci_text}{mark}"
 
 
+def method_text(r: dict[str, Any]) -> str:
+    """'static/int8', or 'static/mixed (3 float)' for an int8 artifact with layers kept float."""
+    n = r.get("float_layers")
+    return f"{r['method']}/{r['precision']}" + (f" ({n} float)" if n else "")
+
+
 def _ci_text(lo: Any, hi: Any, label: str) -> str:
     if lo is None or hi is None:
         return "-"
@@ -305,7 +314,7 @@ def table_rows(rep: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         between = _ci_text(r["ci_lo"], r["ci_hi"], r["ci_label"]) if timed and r["repeats"] >= 2 else (
             "- (1 run)" if timed else "-")
         within = r["ci_within"] or [None, None]
-        out.append([r["target"], r["model_name"], r["platform"], f"{r['method']}/{r['precision']}",
+        out.append([r["target"], r["model_name"], r["platform"], method_text(r),
                     f"{r['runtime']} {r['runtime_version']}".strip() or "-",
                     "-" if r["threads"] is None else str(r["threads"] or "default"), r["input"],
                     str(r["repeats"]) if timed else "-",
