@@ -138,3 +138,30 @@ def test_reused_calibration_equals_a_fresh_one(data: dict[str, str]) -> None:
     for floats in (["c2"], ["c1", "fc"]):
         reused, fresh = b.build(floats), PT2EBackend(req, x).build(floats)
         np.testing.assert_array_equal(b.outputs(reused, x[:8]), b.outputs(fresh, x[:8]))
+
+
+def test_keep_float_names_source_layers(data: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    """--keep-float: the named layer stays float with no search (pytorch: FX set_module_name), recorded in the
+    manifest; a misspelt name is one line with the near names, never an all-int8 artifact."""
+    out = Path(data["dir"]) / "keep"
+    args = ["quantize", "--model", MODEL, "--platform", "pytorch", "--method", "static", "--calib", data["calib"],
+            "--check-data", data["check"], "--out", str(out), "--json"]
+    assert main(args + ["--keep-float", "heads"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "has no layer 'heads' (did you mean 'head'?)" in err[-1], err
+    assert not out.exists() or not list(out.iterdir())
+    assert main(args + ["--keep-float", "head"]) == 0
+    (art,) = json.loads(capsys.readouterr().out)
+    assert art["precision"] == "mixed" and art["checks"]["fallback"]["float_layers"] == ["head"]
+    assert art["checks"]["ops_by_precision"]["fp32"]["aten::_convolution"] == 1
+    assert art["checks"]["agreement"]["top1_agreement"] >= 0.95
+
+
+def test_whole_blocks_go_float_with_their_layers() -> None:
+    from host.analyze.fallback import with_containers
+
+    layers = ["stem", "blocks.0.a", "blocks.0.b", "blocks.1.a", "blocks.1.b", "head"]
+    assert with_containers(["blocks.0.a"], layers) == ["blocks.0.a"]
+    assert with_containers(["blocks.0.b", "blocks.0.a"], layers) == ["blocks.0.b", "blocks.0.a", "blocks.0"]
+    assert with_containers(layers[1:5], layers)[-1:] == ["blocks"]   # the outermost container only
+    assert "" not in with_containers(layers, layers)                  # never the model's root

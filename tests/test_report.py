@@ -386,3 +386,13 @@ def test_unwritable_outputs_are_one_line_errors(sqlite_db, tmp_path, capsys):
     assert main(["noise", "--target", "local", "--db", str(blocker / "sub" / "r.sqlite")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "cannot create the directory" in err
+
+
+def test_mixed_precision_artifacts_are_marked():
+    from host.results.report import _row, method_text
+
+    rec = {"platform": "executorch", "method": "static", "precision": "mixed", "model_name": "m",
+           "manifest": {"engine": {"float_layers": ["a.b", "c"]}}}
+    row = _row(rec, None)
+    assert row["float_layers"] == 2 and method_text(row) == "static/mixed (2 float)"
+    assert method_text(_row({**rec, "precision": "int8", "manifest": {}}, None)) == "static/int8"
