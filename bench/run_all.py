@@ -14,7 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ["push_bench.py", "agent_bench.py", "quantize_bench.py", "real_models_bench.py", "rerun_bench.py",
-           "profile_bench.py", "lab_bench.py"]
+           "profile_bench.py", "lab_bench.py", "analyze_bench.py", "calib_bench.py"]
 
 
 def main() -> int:

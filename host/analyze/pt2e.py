@@ -222,7 +222,13 @@ class PT2EBackend:
             prepare_for_propagation_comparison,
         )
 
-        ref, act = prepare_for_propagation_comparison(self.fp32), prepare_for_propagation_comparison(model)
+        from torchao.quantization.pt2e.utils import _fuse_conv_bn_
+
+        # FP32 with BatchNorm folded into its convs, as the quantized graph has it: otherwise a conv + BN with no
+        # clamp after it (EfficientNet's project convs) was scored pre-BN against post-BN (SQNR ~0 dB, not error)
+        fp32 = copy.deepcopy(self.fp32)
+        _fuse_conv_bn_(fp32)
+        ref, act = prepare_for_propagation_comparison(fp32), prepare_for_propagation_comparison(model)
         acc: dict[Any, dict[str, Any]] = {}
         b = 1
         with torch.no_grad():
