@@ -96,6 +96,8 @@ def test_fallback_keeps_only_the_outlier_layer_float(data: dict[str, str], capsy
     (["--max-drop", "1"], "needs labelled check data"),
     (["--min-agreement", "1.5"], "must be in (0, 1]"),
     (["--min-agreement", "0.9", "--method", "dynamic"], "apply to --method static"),
+    # the one layer ranked (lowest SQNR: not the outlier head, whose SQNR is the highest) cannot make it
+    (["--min-agreement", "0.95", "--fallback-layers", "1"], "not reached: with 1 layer(s) float"),
 ])
 def test_budget_errors_are_one_line(data: dict[str, str], capsys: pytest.CaptureFixture[str], extra: list[str],
                                     message: str) -> None:
@@ -163,5 +165,5 @@ def test_whole_blocks_go_float_with_their_layers() -> None:
     layers = ["stem", "blocks.0.a", "blocks.0.b", "blocks.1.a", "blocks.1.b", "head"]
     assert with_containers(["blocks.0.a"], layers) == ["blocks.0.a"]
     assert with_containers(["blocks.0.b", "blocks.0.a"], layers) == ["blocks.0.b", "blocks.0.a", "blocks.0"]
-    assert with_containers(layers[1:5], layers)[-1:] == ["blocks"]   # the outermost container only
+    assert with_containers(layers[1:5], layers)[4:] == ["blocks", "blocks.0", "blocks.1"]   # nested ones too
     assert "" not in with_containers(layers, layers)                  # never the model's root

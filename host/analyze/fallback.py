@@ -35,15 +35,16 @@ def with_containers(float_layers: list[str], all_layers: list[str]) -> list[str]
     """The float layers plus each module container (`_blocks.3`) all of whose quantizable layers are float, so
     its other ops (residual adds, pads, pools) go float with them: with only convs and linears float, a model
     still runs its int8 adds and never reaches FP32's predictions, however many layers the search gives up.
-    Only the outermost such containers are added; the model's root never is."""
+    The model's root never is."""
     chosen = set(float_layers)
     members: dict[str, list[str]] = {}
     for layer in all_layers:
         parts = layer.split(".")
         for i in range(1, len(parts)):
             members.setdefault(".".join(parts[:i]), []).append(layer)
-    full = [c for c, ls in members.items() if all(m in chosen for m in ls)]
-    return list(float_layers) + [c for c in full if not any(c.startswith(o + ".") for o in full)]
+    # every full container, nested ones included: a ModuleList (`_blocks`) is never called itself, so no op
+    # carries its name, only its items' (`_blocks.3`) names
+    return list(float_layers) + [c for c, ls in members.items() if all(m in chosen for m in ls)]
 
 
 def search(backend: Any, ranking: list[str], check_x: np.ndarray, budget: Budget,

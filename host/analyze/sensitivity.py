@@ -64,7 +64,7 @@ def analyze_platform(backend: Any, task: str, check_x: np.ndarray, ref: np.ndarr
                                           else layers_limit <= int(data.get("layers_limit_done", 0)))
     if hit:
         say(f"{backend.platform}: cached analysis ({path.name})")
-        return {**data, "cache_hit": True, "cache_file": str(path)}
+        return {**_limited(data, layers_limit), "cache_hit": True, "cache_file": str(path)}
     data.update({"platform": backend.platform, "metric": metric_name(task), "check_samples": int(len(check_x)),
                  "numerics_samples": int(len(numerics_x))})
     if "layers" not in data:
@@ -76,9 +76,7 @@ def analyze_platform(backend: Any, task: str, check_x: np.ndarray, ref: np.ndarr
         data["baseline"] = score(task, backend.outputs(model, check_x), ref)
         _save(path, data)
     sqnr = {r["layer"]: r["sqnr_db"] for r in data["layers"]}
-    candidates = sorted(data["all_quantizable"], key=lambda n: sqnr.get(n, math.inf))
-    if layers_limit:
-        candidates = candidates[:layers_limit]
+    candidates = _candidates(data, layers_limit)
     done: dict[str, Any] = data.setdefault("sensitivity_raw", {})
     base = data["baseline"]["metric"]
     for i, layer in enumerate(candidates, 1):
@@ -89,12 +87,28 @@ def analyze_platform(backend: Any, task: str, check_x: np.ndarray, ref: np.ndarr
         say(f"{backend.platform}: sensitivity {i}/{len(candidates)}: {layer} float -> "
             f"{data['metric']} {s['metric']:.4f} ({s['metric'] - base:+.4f})")
         _save(path, data)
-    data["sensitivity"] = rank(done, data["baseline"], sqnr)
+    data["sensitivity"] = rank({k: v for k, v in done.items() if k in candidates or not layers_limit},
+                               data["baseline"], sqnr)
     data["complete"] = True
     data["all_layers"] = data.get("all_layers") or not layers_limit
     data["layers_limit_done"] = max(int(data.get("layers_limit_done", 0)), len(candidates))
     _save(path, data)
     return {**data, "cache_hit": False, "cache_file": str(path)}
+
+
+def _candidates(data: dict[str, Any], layers_limit: Optional[int]) -> list[str]:
+    """The layers sensitivity covers: all, or the layers_limit ones with the lowest SQNR."""
+    sqnr = {r["layer"]: r["sqnr_db"] for r in data["layers"]}
+    ranked = sorted(data["all_quantizable"], key=lambda n: sqnr.get(n, math.inf))
+    return ranked[:layers_limit] if layers_limit else ranked
+
+
+def _limited(data: dict[str, Any], layers_limit: Optional[int]) -> dict[str, Any]:
+    """A cached analysis as a run with this layers_limit would give it (a fuller cache ranks more layers)."""
+    if not layers_limit:
+        return data
+    keep = set(_candidates(data, layers_limit))
+    return {**data, "sensitivity": [r for r in data["sensitivity"] if r["layer"] in keep]}
 
 
 def rank(done: dict[str, dict[str, float]], base: dict[str, float],
