@@ -111,7 +111,9 @@ def test_host_eval_cli_on_local_target(artifacts, tmp_path, monkeypatch, capsys)
         open_transport(get_target("local")).stop_agent()
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["n"] == 100 and out["target"] == "local" and 0.6 < out["metrics"]["top1"] <= 1.0
+    # a ResNet-8 fitted for one epoch on 2000 views: its test top-1 on 100 views moved between 0.60 and 0.75 with
+    # float nondeterminism of the training run (same seed, same machine), so the floor is a sanity check only
+    assert out["n"] == 100 and out["target"] == "local" and 0.5 < out["metrics"]["top1"] <= 1.0
     assert out["agreement"]["top1_agreement"] > 0.85
     (rec,) = ResultStore(db).evals()
     assert rec["id"] == out["id"] and rec["method"] == "static"
