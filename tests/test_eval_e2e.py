@@ -71,7 +71,7 @@ def test_eval_fp32_and_int8_on_the_local_agent(agent, artifacts, tmp_path):
     assert fp32["agreement"]["top1_agreement"] >= 0.995 and fp32["agreement"]["cosine"] > 0.9999
     assert abs(fp32["metrics"]["top1"] - ref_top1) <= 1.5 / N
     assert fp32["reference_metrics"]["top1"] == pytest.approx(ref_top1)
-    assert fp32["metrics"]["top1"] > 0.6          # a trained model, not chance (0.1)
+    assert fp32["metrics"]["top1"] > 0.5          # a trained model, not chance (0.1); see the note below
     # int8 I/O: inputs were quantized with the manifest's scale/zero-point, outputs dequantized
     assert art_io_is_int8(artifacts["static"])
     assert int8["agreement"]["top1_agreement"] > 0.9 and int8["agreement"]["cosine"] > 0.98
