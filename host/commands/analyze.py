@@ -33,7 +33,8 @@ def register(subparsers: Any, help_text: str) -> None:
     p.add_argument("--platform", required=True, type=_csv, metavar="P[,P...]", help="pytorch, executorch, tflite, tensorrt (comma-separated)")
     p.add_argument("--method", default="static", help="static (the only one analysed)")
     p.add_argument("--calib", required=True, metavar="DATA", help="calibration data")
-    p.add_argument("--calib-method", default="minmax", choices=CALIB_METHODS)
+    p.add_argument("--calib-method", default=None, choices=CALIB_METHODS,
+                   help="as for quantize (default percentile; minmax for Keras sources)")
     p.add_argument("--calib-samples", type=int, default=256, metavar="N")
     p.add_argument("--check-data", required=True, metavar="DATA", help="held-out data the layers are scored on")
     p.add_argument("--samples", type=int, default=32, metavar="N",
@@ -62,7 +63,7 @@ def _say(msg: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from host.analyze import report, session
-    from host.commands.quantize import _load_data, _shape
+    from host.commands.quantize import _load_data, _shape, default_calib_method
     from host.models import load_source
 
     if args.method != "static":
@@ -76,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
             raise QuantizeError(f"{flag} must be positive")
     shape = _shape(args.input_shape) if args.input_shape else None
     source = load_source(args.model, shape, args.task or "classification")
+    if args.calib_method is None:
+        args.calib_method = default_calib_method(source)
     calib = _load_data(args.calib, args.calib_samples, args.preprocess)
     check = _load_data(args.check_data, args.samples, args.preprocess)
     if source.input_shape is None:
