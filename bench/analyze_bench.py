@@ -106,7 +106,7 @@ def main() -> int:
                       "top1_agreement": agr.get("top1_agreement"), "cosine": agr.get("cosine"), "path": a["path"]}
         if "fallback" in arts:
             f = arts["fallback"]["checks"].get("fallback", {})
-            row["fallback"].update({"float_layers": f.get("float_layers"), "n_float": len(f.get("float_layers") or []),
+            row["fallback"].update({"float_layers": f.get("float_layers"), "n_float": n_layers(f.get("float_layers")),
                                     "search_reached": f.get("reached"), "steps": f.get("steps")})
             row["target_met"] = bool((row["fallback"]["top1_agreement"] or 0) >= args.budget)
         rows.append(row)
@@ -119,6 +119,12 @@ def main() -> int:
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+def n_layers(float_layers: Any) -> int:
+    """Float layers, not counting the blocks the fallback adds once all their layers are float."""
+    fl = list(float_layers or [])
+    return sum(1 for x in fl if not any(y.startswith(x + ".") for y in fl))
 
 
 def _time(row: dict[str, Any], arts: dict[str, Any], rounds: int, iters: int) -> None:
