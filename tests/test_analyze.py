@@ -128,6 +128,7 @@ def test_unknown_float_layer_is_one_line(data: dict[str, str]) -> None:
 def test_reused_calibration_equals_a_fresh_one(data: dict[str, str]) -> None:
     """Sensitivity builds copy the all-int8 build's observers instead of calibrating again; the result must be
     the graph a fresh calibration gives (relu6_net has observers shared between tensors, the tricky case)."""
+    from host.analyze.fx import FXBackend
     from host.analyze.pt2e import PT2EBackend
     from host.models import load_source
     from host.quantize.base import QuantizeRequest
@@ -135,11 +136,12 @@ def test_reused_calibration_equals_a_fresh_one(data: dict[str, str]) -> None:
     req = QuantizeRequest(source=load_source("tests.models_for_tests:relu6_net"), method="static",
                           out_dir=Path(data["dir"]))
     x = np.load(data["calib"])
-    b = PT2EBackend(req, x)
-    b.build([])
-    for floats in (["c2"], ["c1", "fc"]):
-        reused, fresh = b.build(floats), PT2EBackend(req, x).build(floats)
-        np.testing.assert_array_equal(b.outputs(reused, x[:8]), b.outputs(fresh, x[:8]))
+    for backend in (PT2EBackend, FXBackend):
+        b = backend(req, x)
+        b.build([])
+        for floats in (["c2"], ["c1", "fc"]):
+            reused, fresh = b.build(floats), backend(req, x).build(floats)
+            np.testing.assert_array_equal(b.outputs(reused, x[:8]), b.outputs(fresh, x[:8]))
 
 
 def test_keep_float_names_source_layers(data: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,11 +16,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from host.analyze.pt2e import _observers_by_tensor
+from host.analyze.pt2e import _observers_by_tensor, reuse_observers
 from host.quantize.base import QuantizeRequest
-
-BATCH = 32
-
 
 def _quantizable(module: Any) -> bool:
     import torch.ao.nn.intrinsic as nni
@@ -56,25 +53,12 @@ class FXBackend:
         with quantized_engine(self.engine), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             prepared, config = fx_prepare(req, self.engine, self.example)
-            if not self._reuse_observers(prepared):
+            if not reuse_observers(self._observers, prepared):
                 run_torch_calibration(prepared, self.calib_x, self.calib_batch)
                 if not float_layers:
                     self._observers = _observers_by_tensor(prepared)
                     self._float = copy.deepcopy(prepared)
             return convert_fx(prepared, backend_config=config)
-
-    def _reuse_observers(self, prepared: Any) -> bool:
-        """As in host.analyze.pt2e: observers only watch FP32 values during calibration, so the all-int8 build's
-        calibrated ones are copied onto this build's, matched by the tensor (graph node) they observe."""
-        have = self._observers
-        if not have:
-            return False
-        mine = _observers_by_tensor(prepared)
-        if any(k not in have or type(have[k][1]) is not type(m) or have[k][2] != w for k, (_, m, w) in mine.items()):
-            return False
-        for k, (target, _, _) in mine.items():
-            setattr(prepared, target, copy.deepcopy(have[k][1]))
-        return True
 
     def layers(self, model: Any = None) -> list[str]:
         """Quantizable modules (conv/linear, fused or not) in graph order, by their source module paths."""

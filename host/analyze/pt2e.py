@@ -130,6 +130,22 @@ def _fused_qdq(gm: Any) -> Any:
     return fast
 
 
+def reuse_observers(have: Any, prepared: Any) -> bool:
+    """Calibration runs the graph in FP32 (observers only watch), so what an observer saw does not depend on
+    which layers are float: copy the all-int8 build's calibrated observers (`have`, from _observers_by_tensor)
+    onto this prepared graph's, matched by the tensor they observe, instead of calibrating again
+    (EfficientNet-Lite0: most of a build's time). False, and nothing copied, when they do not all match.
+    Used for PT2E and FX graphs alike (both insert observers as activation_post_process call_modules)."""
+    if not have:
+        return False
+    mine = _observers_by_tensor(prepared)
+    if any(k not in have or type(have[k][1]) is not type(m) or have[k][2] != w for k, (_, m, w) in mine.items()):
+        return False   # an observer that watches other tensors here than there saw other values: calibrate
+    for k, (target, _, _) in mine.items():
+        setattr(prepared, target, copy.deepcopy(have[k][1]))
+    return True
+
+
 class PT2EBackend:
     """Builds, runs and compares XNNPACK-quantized PT2E graphs of one source with chosen layers float."""
 
@@ -181,25 +197,11 @@ class PT2EBackend:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             prepared = prepare_pt2e(copy.deepcopy(self.fp32), self.quantizer(req))
-            if not self._reuse_observers(prepared):
+            if not reuse_observers(getattr(self, "_observers", None), prepared):
                 run_torch_calibration(prepared, self.calib_x, self.batch)
                 if not float_layers:
                     self._observers = _observers_by_tensor(prepared)
             return convert_pt2e(prepared)
-
-    def _reuse_observers(self, prepared: Any) -> bool:
-        """Calibration runs the graph in FP32 (observers only watch), so what an observer saw does not depend on
-        which layers are float: copy the all-int8 build's calibrated observers onto this one's, matched by the
-        tensor they observe, instead of calibrating again (EfficientNet-Lite0: most of a build's time)."""
-        have = getattr(self, "_observers", None)
-        if not have:
-            return False
-        mine = _observers_by_tensor(prepared)
-        if any(k not in have or type(have[k][1]) is not type(m) or have[k][2] != w for k, (_, m, w) in mine.items()):
-            return False   # an observer that watches other tensors here than there saw other values: calibrate
-        for k, (target, _, _) in mine.items():
-            setattr(prepared, target, copy.deepcopy(have[k][1]))
-        return True
 
     def outputs(self, model: Any, x: np.ndarray) -> np.ndarray:
         import torch
