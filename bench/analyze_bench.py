@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import ROOT, host_runner, write_result
+from common import ROOT, host_runners, write_result
 from quantize_bench import measure
 
 PLATFORMS = "pytorch,executorch,tflite,tensorrt"
@@ -130,16 +130,10 @@ def n_layers(float_layers: Any) -> int:
 def _time(row: dict[str, Any], arts: dict[str, Any], rounds: int, iters: int) -> None:
     """Median latency of fp32 / plain / fallback, interleaved; speed-ups vs fp32 on the same runtime."""
     runners, failed = {}, {}
-    for k, a in arts.items():
-        man = json.loads(Path(a["path"] + ".manifest.json").read_text())
-        x = np.random.default_rng(0).standard_normal(man["inputs"][0]["shape"]).astype(np.float32)
-        try:
-            # the Q/DQ stand-in timed with ONNX Runtime's fused kernels: what ORT itself would run
-            runners[k] = host_runner(a["path"], x, {"optimization": "all"} if row["platform"] == "tensorrt" else None)
-            runners[k]()
-        except Exception as e:   # a runtime that cannot run an artifact is a result, not a crash
-            runners.pop(k, None)
-            failed[k] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+    if arts:   # one model: one input for all three artifacts
+        shape = json.loads(Path(next(iter(arts.values()))["path"] + ".manifest.json").read_text())["inputs"][0]["shape"]
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        runners, failed = host_runners({k: (a["path"], row["platform"]) for k, a in arts.items()}, x)
     times = measure(runners, rounds, iters, warmup=3) if runners else {}
     p50 = {k: statistics.median(v) for k, v in times.items()}
     row["p50_ms"] = {k: round(v, 3) for k, v in p50.items()}

@@ -91,3 +91,18 @@ def host_runner(path: str, x, runtime_options: dict | None = None):
         x = x.transpose(0, 2, 3, 1)   # a Keras model's NHWC input
     feed = {spec.name: np.ascontiguousarray(quantize_input(x.reshape(spec.shape), spec))}
     return lambda: r.infer(feed)
+
+
+def host_runners(artifacts: dict, x) -> tuple[dict, dict]:
+    """{key: (artifact path, platform)} -> ({key: host_runner, warmed up once}, {key: one-line error}): a runtime
+    that cannot run an artifact is a result, not a crash. A TensorRT Q/DQ stand-in is timed with ONNX Runtime's
+    fused kernels: what ORT itself would run."""
+    runners, failed = {}, {}
+    for key, (path, platform_name) in artifacts.items():
+        try:
+            runners[key] = host_runner(path, x, {"optimization": "all"} if platform_name == "tensorrt" else None)
+            runners[key]()
+        except Exception as e:
+            runners.pop(key, None)
+            failed[key] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+    return runners, failed

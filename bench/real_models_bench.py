@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import ROOT, host_runner, write_result
+from common import ROOT, host_runners, write_result
 from quantize_bench import measure
 
 MODELS = {
@@ -67,16 +67,7 @@ def bench(name: str, spec: dict[str, Any], out: Path, rounds: int, iters: int, c
     dtype = json.loads(Path(ok[0]["path"] + ".manifest.json").read_text())["inputs"][0]["dtype"]
     rng = np.random.default_rng(0)
     x = (rng.integers(1, 1000, shape) if dtype.startswith("int") else rng.standard_normal(shape)).astype(dtype)
-    runners, failed = {}, {}
-    for a in ok:
-        key = f"{a['platform']}/{a['method']}"
-        try:
-            # the Q/DQ stand-in is timed with ONNX Runtime's fused kernels: what ORT itself would run
-            runners[key] = host_runner(a["path"], x, {"optimization": "all"} if a["platform"] == "tensorrt" else None)
-            runners[key]()
-        except Exception as e:   # a runtime that cannot run an artifact is a result, not a crash
-            runners.pop(key, None)
-            failed[key] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+    runners, failed = host_runners({f"{a['platform']}/{a['method']}": (a["path"], a["platform"]) for a in ok}, x)
     times = measure(runners, rounds, iters, warmup=3)
     metric, goal = spec["target"]
     rows = []
