@@ -87,13 +87,12 @@ def analyze_platform(backend: Any, task: str, check_x: np.ndarray, ref: np.ndarr
         say(f"{backend.platform}: sensitivity {i}/{len(candidates)}: {layer} float -> "
             f"{data['metric']} {s['metric']:.4f} ({s['metric'] - base:+.4f})")
         _save(path, data)
-    data["sensitivity"] = rank({k: v for k, v in done.items() if k in candidates or not layers_limit},
-                               data["baseline"], sqnr)
+    data["sensitivity"] = rank(done, data["baseline"], sqnr)   # every layer measured so far; callers see _limited
     data["complete"] = True
     data["all_layers"] = data.get("all_layers") or not layers_limit
     data["layers_limit_done"] = max(int(data.get("layers_limit_done", 0)), len(candidates))
     _save(path, data)
-    return {**data, "cache_hit": False, "cache_file": str(path)}
+    return {**_limited(data, layers_limit), "cache_hit": False, "cache_file": str(path)}
 
 
 def _candidates(data: dict[str, Any], layers_limit: Optional[int]) -> list[str]:
